@@ -1,0 +1,6 @@
+"""``python -m neurocontrast`` runs the command line."""
+import sys
+
+from neurocontrast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The ``neurocontrast`` command line.
+
+Each domain registers its subcommands in its own ``commands`` module (listed in :data:`COMMAND_MODULES`)
+through ``register(groups)``, where ``groups`` maps a group name to an argparse subparsers object:
+
+- ``""``: top-level commands (``neurocontrast perfusion ...``, ``neurocontrast demo``, ``neurocontrast phantom``)
+- ``"contrast"``, ``"train"``, ``"evaluate"``, ``"reader"``: ``neurocontrast <group> <command> ...``
+
+A subcommand parser sets ``func=callable(args) -> int | None``. Heavy imports (torch, matplotlib) happen
+inside those callables so that ``--help`` stays fast. Bad input (:class:`NeuroContrastError`,
+``ValueError``, ``FileNotFoundError``) ends with exit code 2 and a one-line reason on stderr, never a
+traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Dict, List, Optional
+
+from neurocontrast import __version__
+
+#: Modules that define ``register(groups)``. Add yours here.
+COMMAND_MODULES: List[str] = [
+]
+
+GROUPS = {
+    "contrast": "virtual gadolinium: virtual, amplify, differential, simulate-lowdose",
+    "train": "train a network (stnet, tmaxnet, virtual, differential)",
+    "evaluate": "compare predictions with references (perfusion, contrast)",
+    "reader": "reader studies: init, status, analyze",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="neurocontrast",
+        description="NeuroContrast: DSC perfusion maps, virtual gadolinium and reader studies.")
+    parser.add_argument("--version", action="version", version=f"neurocontrast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: Dict[str, argparse._SubParsersAction] = {"": top}
+    for name, help_text in GROUPS.items():
+        group_parser = top.add_parser(name, help=help_text, description=help_text)
+        groups[name] = group_parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+        group_parser.set_defaults(func=_group_help(group_parser))
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(groups)
+    return parser
+
+
+def _group_help(group_parser: argparse.ArgumentParser):
+    def _print_help(_args) -> int:
+        group_parser.print_help(sys.stderr)
+        return 2
+    return _print_help
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: parse ``argv`` and run the chosen subcommand. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code = args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"neurocontrast: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurocontrast: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Virtual gadolinium: preprocessing, low-dose simulation, differential contrast and inference."""

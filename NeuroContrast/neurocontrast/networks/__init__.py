@@ -1,0 +1,1 @@
+"""Torch network definitions (``nn.Module`` only; no I/O, no training loops)."""

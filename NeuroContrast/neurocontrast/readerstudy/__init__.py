@@ -1,0 +1,1 @@
+"""Blinded, randomised reader studies: design, crash-safe sessions, lesion pairing, statistics, reports."""

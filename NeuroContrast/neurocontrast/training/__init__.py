@@ -1,0 +1,1 @@
+"""Training: datasets, samplers, losses and loops behind ``neurocontrast train``."""
