@@ -187,3 +187,51 @@ def image_metrics(prediction, reference, mask=None) -> Dict[str, float]:
     return {"psnr": psnr(prediction, reference, mask), "ssim": ssim(prediction, reference, mask),
             "nrmse": nrmse(prediction, reference, mask), "pearson": pearson(prediction, reference, mask),
             "spearman": spearman(prediction, reference, mask)}
+
+
+def _roi_values(image: np.ndarray, roi: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    roi = np.asarray(roi, dtype=bool)
+    if roi.shape != image.shape:
+        raise NeuroContrastError(f"{name} ROI shape {roi.shape} differs from image shape {image.shape}")
+    values = image[roi]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise NeuroContrastError(f"the {name} ROI is empty")
+    return values
+
+
+def cnr(image: np.ndarray, lesion_roi: np.ndarray, brain_roi: np.ndarray) -> float:
+    """Contrast-to-noise ratio (SI_lesion − SI_brain) / SD_brain (Bône et al., Methods, CNR formula).
+
+    SI are means over the ROIs, SD the sample standard deviation (ddof=1) over the healthy-brain ROI.
+    Raises NeuroContrastError on an empty ROI or a constant brain ROI.
+    """
+    lesion = _roi_values(image, lesion_roi, "lesion")
+    brain = _roi_values(image, brain_roi, "healthy-brain")
+    sd = float(np.std(brain, ddof=1)) if brain.size > 1 else 0.0
+    if sd == 0:
+        raise NeuroContrastError("the healthy-brain ROI has zero standard deviation; CNR is undefined")
+    return float((lesion.mean() - brain.mean()) / sd)
+
+
+def lbr(image: np.ndarray, lesion_roi: np.ndarray, brain_roi: np.ndarray) -> float:
+    """Lesion-to-brain ratio SI_lesion / SI_brain (Bône et al., LBR formula). Raises on a zero brain mean."""
+    lesion = _roi_values(image, lesion_roi, "lesion")
+    brain = _roi_values(image, brain_roi, "healthy-brain")
+    if brain.mean() == 0:
+        raise NeuroContrastError("the healthy-brain ROI has zero mean intensity; LBR is undefined")
+    return float(lesion.mean() / brain.mean())
+
+
+def cep(post: np.ndarray, pre: np.ndarray, lesion_roi: np.ndarray) -> float:
+    """Contrast enhancement percentage 100 · (SI_lesion − SI_lesion^pre) / SI_lesion^pre (Bône et al., CEP).
+
+    ``pre`` is the pre-contrast T1 on the same grid as ``post`` (resample it in physical space first) and
+    on a comparable intensity scale (harmonise first). Returns percent. Raises on a zero pre-contrast mean.
+    """
+    lesion_post = _roi_values(post, lesion_roi, "lesion")
+    lesion_pre = _roi_values(pre, lesion_roi, "lesion (pre-contrast)")
+    if lesion_pre.mean() == 0:
+        raise NeuroContrastError("the pre-contrast lesion mean is zero; CEP is undefined")
+    return float(100.0 * (lesion_post.mean() - lesion_pre.mean()) / lesion_pre.mean())
