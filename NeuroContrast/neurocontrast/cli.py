@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from typing import Dict, List, Optional
@@ -24,6 +25,10 @@ from neurocontrast import __version__
 
 #: Modules that define ``register(groups)``. Add yours here.
 COMMAND_MODULES: List[str] = [
+    "neurocontrast.perfusion.commands",      # perfusion, phantom, demo, evaluate perfusion
+    "neurocontrast.training.commands",       # train stnet, train tmaxnet
+    "neurocontrast.contrast.commands",       # contrast ..., evaluate contrast, train virtual|differential
+    "neurocontrast.readerstudy.commands",    # reader init|status|analyze
 ]
 
 GROUPS = {
@@ -48,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         groups[name] = group_parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
         group_parser.set_defaults(func=_group_help(group_parser))
     for module_name in COMMAND_MODULES:
+        if importlib.util.find_spec(module_name) is None:  # a domain not installed in this build
+            logging.getLogger(__name__).debug("command module %s is absent", module_name)
+            continue
         importlib.import_module(module_name).register(groups)
     return parser
 
