@@ -235,3 +235,172 @@ def cep(post: np.ndarray, pre: np.ndarray, lesion_roi: np.ndarray) -> float:
     if lesion_pre.mean() == 0:
         raise NeuroContrastError("the pre-contrast lesion mean is zero; CEP is undefined")
     return float(100.0 * (lesion_post.mean() - lesion_pre.mean()) / lesion_pre.mean())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Virtual contrast metrics (Ammari et al. 2022, Bône et al., Pinetz et al.): enhancement maps and their ROC,
+# lesion-wise false-positive / false-negative enhancement components, dose consistency, harmonised CNR/LBR/CEP.
+# ----------------------------------------------------------------------------------------------------------
+COMPONENT_SIZE_EDGES_MM = (5.0, 10.0)
+
+
+def enhancement_map(post: np.ndarray, pre: np.ndarray) -> np.ndarray:
+    """Enhancement map max(post − pre, 0) (Ammari et al., Methods "Statistical analysis": the pre-contrast T1
+    subtracted from the post-contrast image, 0-clipped). Arrays of one shape and intensity scale; float32."""
+    post = np.asarray(post, dtype=np.float32)
+    pre = np.asarray(pre, dtype=np.float32)
+    if post.shape != pre.shape:
+        raise NeuroContrastError(f"post shape {post.shape} differs from pre shape {pre.shape}")
+    return np.clip(post - pre, 0.0, None)
+
+
+def otsu_binarise(image: np.ndarray, mask=None) -> Tuple[np.ndarray, float]:
+    """Binarise with Otsu's threshold (scikit-image ``threshold_otsu``) computed on the in-mask values.
+
+    Returns (bool array, threshold); voxels outside the mask are False. Raises on an empty mask.
+    """
+    from skimage.filters import threshold_otsu
+
+    image = np.asarray(image, dtype=np.float64)
+    m = np.ones(image.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    values = image[m & np.isfinite(image)]
+    if values.size == 0:
+        raise NeuroContrastError("Otsu binarisation: the mask selects no finite voxel")
+    thr = float(threshold_otsu(values)) if np.ptp(values) > 0 else float(values.max())
+    return (image > thr) & m, thr
+
+
+def enhancement_auc(candidate_post: np.ndarray, reference_post: np.ndarray, pre: np.ndarray,
+                    mask=None) -> Dict[str, float]:
+    """Voxel-wise ROC of a candidate enhancement map against the Otsu-binarised reference enhancement map.
+
+    Maps are max(post − pre, 0) (:func:`enhancement_map`); the reference map is binarised with Otsu inside
+    ``mask`` (the brain); the candidate map is the score. Ammari et al. 2022 (Methods and Figure 5, following
+    their ref. 36). All images on one grid and one intensity scale (standardise first). Returns
+    ``{"auc", "threshold", "sensitivity", "specificity", "youden_j", "otsu_threshold", "positive_fraction"}``
+    (Youden operating point of the candidate). Raises NeuroContrastError if the reference map has one class.
+    """
+    ref_map = enhancement_map(reference_post, pre)
+    cand_map = enhancement_map(candidate_post, pre)
+    if cand_map.shape != ref_map.shape:
+        raise NeuroContrastError(f"candidate shape {cand_map.shape} differs from reference shape {ref_map.shape}")
+    m = np.ones(ref_map.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    labels, thr = otsu_binarise(ref_map, m)
+    op = youden_operating_point(cand_map, labels, m)
+    return {"auc": op["auc"], "threshold": op["threshold"], "sensitivity": op["sensitivity"],
+            "specificity": op["specificity"], "youden_j": op["youden_j"], "otsu_threshold": thr,
+            "positive_fraction": float(labels[m].mean())}
+
+
+def _size_class(diameter_mm: float, edges=COMPONENT_SIZE_EDGES_MM) -> str:
+    if diameter_mm < edges[0]:
+        return f"<{edges[0]:g}mm"
+    if diameter_mm < edges[1]:
+        return f"{edges[0]:g}-{edges[1]:g}mm"
+    return f">={edges[1]:g}mm"
+
+
+def enhancement_components(predicted: np.ndarray, reference: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                           min_volume_ml: float = 0.01, mask=None) -> Dict[str, object]:
+    """Lesion-wise false-positive and false-negative enhancement components by size (hallucination check).
+
+    predicted, reference: bool (z, y, x) enhancement masks (e.g. Otsu-binarised enhancement maps, or a
+    lesion segmentation as reference); spacing per array axis in mm. Components are 26-connected
+    (scipy.ndimage.label); those under ``min_volume_ml`` are ignored (noise specks). A predicted component
+    touching no reference voxel is a false positive (hallucinated enhancement); a reference component touching
+    no predicted voxel is a false negative (missed lesion). Size = equivalent-sphere diameter
+    (6V/π)^(1/3) in mm, classed <5, 5-10, ≥10 mm (Bône's lesion size thresholds). Returns
+    ``{"n_predicted", "n_reference", "true_positive", "false_positive", "false_negative",
+    "fp_by_size": {class: n}, "fn_by_size": {class: n}, "fp_components": [{"volume_ml", "diameter_mm",
+    "centroid_zyx"}], "fn_components": [...]}``.
+    """
+    from scipy import ndimage
+
+    a = np.asarray(predicted, dtype=bool)
+    b = np.asarray(reference, dtype=bool)
+    if a.shape != b.shape:
+        raise NeuroContrastError(f"predicted shape {a.shape} differs from reference shape {b.shape}")
+    if mask is not None:
+        a, b = a & mask, b & mask
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    structure = np.ones((3,) * a.ndim, dtype=bool)
+
+    def components(x, other):
+        lab, n = ndimage.label(x, structure)
+        if n == 0:
+            return []
+        idx = np.arange(1, n + 1)
+        sizes = ndimage.sum_labels(np.ones_like(lab), lab, idx)
+        hits = ndimage.sum_labels(other, lab, idx)
+        cents = ndimage.center_of_mass(x, lab, idx)
+        out = []
+        for size, hit, cent in zip(sizes, hits, cents):
+            vol = float(size) * voxel_ml
+            if vol < min_volume_ml:
+                continue
+            d = float((6.0 * vol * 1000.0 / np.pi) ** (1.0 / 3.0))
+            out.append({"volume_ml": vol, "diameter_mm": d, "centroid_zyx": [float(c) for c in cent],
+                        "hit": bool(hit > 0)})
+        return out
+
+    pred = components(a, b)
+    ref = components(b, a)
+    fp = [c for c in pred if not c["hit"]]
+    fn = [c for c in ref if not c["hit"]]
+    classes = [_size_class(0.0), _size_class(COMPONENT_SIZE_EDGES_MM[0]), _size_class(COMPONENT_SIZE_EDGES_MM[1])]
+
+    def by_size(items):
+        counts = {c: 0 for c in classes}
+        for it in items:
+            counts[_size_class(it["diameter_mm"])] += 1
+        return counts
+
+    for c in pred + ref:
+        c.pop("hit")
+    return {"n_predicted": len(pred), "n_reference": len(ref), "true_positive": len(ref) - len(fn),
+            "false_positive": len(fp), "false_negative": len(fn), "fp_by_size": by_size(fp), "fn_by_size": by_size(fn),
+            "fp_components": fp, "fn_components": fn}
+
+
+def dose_consistency(doses: Sequence[float], signals: Sequence[float]) -> Dict[str, float]:
+    """Does the predicted contrast signal grow with the conditioning dose? (Pinetz et al., conditioning on dose.)
+
+    doses: conditioning doses (≥ 2 distinct); signals: a summary of the model output at each dose (e.g. the
+    mean contrast signal in the enhancing lesion). Returns ``{"n", "spearman", "slope" (signal per unit dose,
+    least squares), "monotonic" (1.0 if the signal never decreases with dose, else 0.0),
+    "max_decrease" (largest drop between consecutive doses, ≥ 0)}``. Raises on fewer than 2 doses.
+    """
+    from scipy import stats
+
+    d = np.asarray(doses, dtype=np.float64).ravel()
+    s = np.asarray(signals, dtype=np.float64).ravel()
+    if d.shape != s.shape:
+        raise NeuroContrastError(f"{d.size} doses but {s.size} signals")
+    if np.unique(d).size < 2 or not np.all(np.isfinite(s)):
+        raise NeuroContrastError("dose consistency needs at least 2 distinct doses and finite signals")
+    order = np.argsort(d, kind="stable")
+    d, s = d[order], s[order]
+    steps = np.diff(s)
+    rho = float(stats.spearmanr(d, s)[0]) if np.ptp(s) > 0 else float("nan")
+    return {"n": int(d.size), "spearman": rho, "slope": float(np.polyfit(d, s, 1)[0]),
+            "monotonic": float(np.all(steps >= 0)), "max_decrease": float(max(0.0, -steps.min()))}
+
+
+def harmonised_contrast_metrics(post: np.ndarray, pre: np.ndarray, lesion_roi: np.ndarray,
+                                brain_roi: np.ndarray) -> Dict[str, float]:
+    """CNR, LBR and CEP (Bône et al. formulae, :func:`cnr`, :func:`lbr`, :func:`cep`) with pre/post harmonisation.
+
+    The pre-contrast T1 is mapped onto the post-contrast intensity scale by a robust linear fit over the
+    healthy-brain ROI (``neurocontrast.contrast.subtraction.radiometric_match``, non-enhancing tissue), so CEP
+    compares like with like; CNR and LBR are computed on ``post`` as is (CNR is invariant to a linear
+    intensity map, LBR to a scale). Returns ``{"cnr", "lbr", "cep" (%), "pre_scale", "pre_offset"}``.
+    """
+    from neurocontrast.contrast.subtraction import radiometric_match
+
+    post = np.asarray(post, dtype=np.float64)
+    pre = np.asarray(pre, dtype=np.float64)
+    brain = np.asarray(brain_roi, dtype=bool)
+    match = radiometric_match(pre, post, brain & ~np.asarray(lesion_roi, dtype=bool))
+    pre_h = match.scale * pre + match.offset
+    return {"cnr": cnr(post, lesion_roi, brain), "lbr": lbr(post, lesion_roi, brain),
+            "cep": cep(post, pre_h, lesion_roi), "pre_scale": match.scale, "pre_offset": match.offset}

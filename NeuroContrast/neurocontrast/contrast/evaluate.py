@@ -1,0 +1,229 @@
+"""Evaluate a virtual (or amplified) T1c against the reference T1c, with the low-dose input as baseline.
+
+Public API
+----------
+``evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=None, lesion_mask_path=None,
+out_dir="contrast_evaluation", *, pre_path=None, progress=None) -> dict``
+    what ``neurocontrast evaluate contrast`` calls. Writes to ``out_dir``: ``metrics.csv`` (one row per image:
+    low, virtual, reference), ``metrics.json``, ``report.md`` and ``comparison.png`` (low-dose, virtual and
+    reference slices and their enhancement maps side by side). Returns {"csv", "json", "markdown", "png",
+    "rows": [dict per image], "slice_index", "mask_source"}.
+``evaluate_arrays(low, virtual, reference, brain_mask, pre=None, lesion_mask=None, spacing=(1,1,1)) -> rows``
+
+Method (Ammari et al. 2022, Methods "Statistical analysis" and Table 3; Bône et al., Table 4)
+-------------------------------------------------------------------------------------------
+- every image is standardised inside the brain (z-score, 1st/99th percentile clipping, [0, 1]) as in the
+  preprocessing, so that the images compare on one scale;
+- SSIM, PSNR and NRMSE inside the brain mask (``neurocontrast.metrics`` conventions);
+- with the pre-contrast T1 (``pre_path``): enhancement maps max(image − pre, 0), ROC AUC of each map
+  against the Otsu-binarised reference map with Youden's operating point, and false-positive /
+  false-negative enhancement components by size (candidate maps binarised at the reference's Otsu
+  threshold);
+- with a lesion mask: CNR, LBR and (with pre) CEP on the native intensities (the 99th-percentile clip would
+  saturate strong enhancement), the pre-contrast T1 harmonised onto each post image by a robust linear fit
+  over the healthy brain (= brain minus the lesion dilated by 3 voxels).
+All inputs must share the low-dose image's grid (GeometryError otherwise); a pre-contrast T1 on another
+grid is resampled in physical space (linear, logged). Without a brain mask, a skull-stripped reference
+gives its non-zero voxels, otherwise the Otsu head foreground is used and the report says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from neurocontrast import metrics as M
+from neurocontrast.contrast.preprocessing import standardise_intensity
+from neurocontrast.errors import NeuroContrastError
+from neurocontrast.progress import ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ["image", "ssim", "psnr", "nrmse", "auc", "sensitivity", "specificity", "youden_threshold",
+            "fp_components", "fn_components", "fp_by_size", "fn_by_size", "cnr", "lbr", "cep"]
+
+
+def evaluate_arrays(low: np.ndarray, virtual: np.ndarray, reference: np.ndarray, brain_mask: np.ndarray,
+                    pre: Optional[np.ndarray] = None, lesion_mask: Optional[np.ndarray] = None,
+                    spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> List[Dict[str, object]]:
+    """Metrics of the low-dose and virtual images against the reference (see the module docstring).
+
+    Arrays (z, y, x) on one grid, native units (standardised here); brain_mask / lesion_mask bool; spacing
+    per array axis in mm. Returns rows for "low", "virtual" and "reference" (the reference row has only the
+    lesion metrics). Raises NeuroContrastError on shape mismatch or an empty brain mask.
+    """
+    brain = np.asarray(brain_mask, dtype=bool)
+    images = {"low": low, "virtual": virtual, "reference": reference}
+    for name, img in images.items():
+        if np.shape(img) != brain.shape:
+            raise NeuroContrastError(f"{name} image shape {np.shape(img)} differs from the brain mask {brain.shape}")
+    std = {n: standardise_intensity(v, brain)[0] for n, v in images.items()}
+    pre_s = standardise_intensity(pre, brain)[0] if pre is not None else None
+    lesion = None if lesion_mask is None else np.asarray(lesion_mask, dtype=bool) & brain
+    if lesion is not None and not lesion.any():
+        raise NeuroContrastError("the lesion mask has no voxel inside the brain mask")
+    ref_labels = None
+    if pre_s is not None:
+        ref_labels, ref_thr = M.otsu_binarise(M.enhancement_map(std["reference"], pre_s), brain)
+    healthy = None
+    if lesion is not None:
+        from scipy import ndimage
+
+        healthy = brain & ~ndimage.binary_dilation(lesion, iterations=3)
+    rows = []
+    for name in ("low", "virtual", "reference"):
+        row: Dict[str, object] = {c: "" for c in _COLUMNS}
+        row["image"] = name
+        if name != "reference":
+            row.update(ssim=M.ssim(std[name], std["reference"], brain), psnr=M.psnr(std[name], std["reference"], brain),
+                       nrmse=M.nrmse(std[name], std["reference"], brain))
+            if pre_s is not None:
+                auc = M.enhancement_auc(std[name], std["reference"], pre_s, brain)
+                row.update(auc=auc["auc"], sensitivity=auc["sensitivity"], specificity=auc["specificity"],
+                           youden_threshold=auc["threshold"])
+                cand = (M.enhancement_map(std[name], pre_s) > ref_thr) & brain
+                comp = M.enhancement_components(cand, ref_labels, spacing)
+                row.update(fp_components=comp["false_positive"], fn_components=comp["false_negative"],
+                           fp_by_size=json.dumps(comp["fp_by_size"]), fn_by_size=json.dumps(comp["fn_by_size"]))
+        if lesion is not None:  # native intensities: the [0, 1] clipping would saturate strong enhancement
+            raw = np.asarray(images[name], dtype=np.float64)
+            if pre is not None:
+                h = M.harmonised_contrast_metrics(raw, pre, lesion, healthy)
+                row.update(cnr=h["cnr"], lbr=h["lbr"], cep=h["cep"])
+            else:
+                row.update(cnr=M.cnr(raw, lesion, healthy), lbr=M.lbr(raw, lesion, healthy))
+        rows.append(row)
+    return rows
+
+
+def _choose_slice(brain: np.ndarray, focus: Optional[np.ndarray]) -> int:
+    if focus is not None and focus.any():
+        return int(np.argmax(focus.reshape(focus.shape[0], -1).sum(1)))
+    return int(np.argmax(brain.reshape(brain.shape[0], -1).sum(1)))
+
+
+def _figure(std: Dict[str, np.ndarray], maps: Optional[Dict[str, np.ndarray]], k: int, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["low", "virtual", "reference"]
+    rows = 2 if maps is not None else 1
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 4.2 * rows), squeeze=False)
+    vmax = max(float(maps[n][k].max()) for n in names) if maps is not None else 1.0
+    for j, n in enumerate(names):
+        axes[0, j].imshow(std[n][k], cmap="gray", vmin=0, vmax=1, origin="lower")
+        axes[0, j].set_title(f"{n} T1c (slice {k})")
+        if maps is not None:
+            axes[1, j].imshow(maps[n][k], cmap="magma", vmin=0, vmax=max(vmax, 1e-6), origin="lower")
+            axes[1, j].set_title(f"{n} enhancement map")
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=None, lesion_mask_path=None,
+                      out_dir="contrast_evaluation", *, pre_path=None,
+                      progress: Optional[ProgressCallback] = None) -> dict:
+    """Compare low-dose, virtual and reference T1c files and write table, Markdown and PNG (module docstring).
+
+    Paths: 3D images (NIfTI/NRRD/DICOM folder) on one grid; masks non-zero = inside. ``pre_path``: the
+    pre-contrast T1 for enhancement maps (needed for AUC, FP/FN components and CEP; without it those
+    columns stay empty and the report says why). Raises NeuroContrastError/GeometryError for missing files,
+    2D/NaN images, grids that differ, empty masks.
+    """
+    import SimpleITK as sitk
+
+    from neurocontrast.io import Geometry, check_same_geometry, read_image, read_mask, read_volume
+
+    report(progress, 0.0, "reading images")
+    low, geo = read_volume(os.fspath(low_path), "low-dose T1c")
+    virtual, g_v = read_volume(os.fspath(virtual_path), "virtual T1c")
+    reference, g_r = read_volume(os.fspath(reference_path), "reference T1c")
+    check_same_geometry(geo, g_v, "the low-dose T1c", "the virtual T1c")
+    check_same_geometry(geo, g_r, "the low-dose T1c", "the reference T1c")
+    pre = None
+    if pre_path is not None:
+        pre, g_p = read_volume(os.fspath(pre_path), "pre-contrast T1")
+        if not g_p.same_as(geo):
+            log.warning("pre-contrast T1 is on another grid: resampling it in physical space (linear)")
+            img = sitk.Resample(sitk.Cast(read_image(os.fspath(pre_path)), sitk.sitkFloat32), geo.to_image(low),
+                                sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+            pre = sitk.GetArrayFromImage(img)
+    if brain_mask_path is not None:
+        brain = read_mask(os.fspath(brain_mask_path), geo, "brain mask", "the low-dose T1c")
+        mask_source = f"brain mask {os.path.basename(os.fspath(brain_mask_path))}"
+    elif (reference == 0).mean() >= 0.3:
+        brain = reference != 0
+        mask_source = "non-zero voxels of the (skull-stripped) reference"
+    else:
+        from scipy import ndimage
+        from skimage.filters import threshold_otsu
+
+        brain = ndimage.binary_fill_holes(reference > threshold_otsu(reference))
+        mask_source = "Otsu head foreground of the reference (no brain mask given: metrics include the scalp)"
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty")
+    lesion = None
+    if lesion_mask_path is not None:
+        lesion = read_mask(os.fspath(lesion_mask_path), geo, "lesion mask", "the low-dose T1c")
+    report(progress, 0.3, "computing metrics")
+    spacing = tuple(geo.spacing[::-1])
+    rows = evaluate_arrays(low, virtual, reference, brain, pre, lesion, spacing)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path, md_path, png_path = (str(out / n) for n in ("metrics.csv", "metrics.json", "report.md",
+                                                                    "comparison.png"))
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _fmt(v) for k, v in r.items()})
+    report(progress, 0.7, "drawing the comparison figure")
+    std = {n: standardise_intensity(v, brain)[0] for n, v in (("low", low), ("virtual", virtual),
+                                                             ("reference", reference))}
+    maps = None
+    focus = lesion
+    if pre is not None:
+        pre_s = standardise_intensity(pre, brain)[0]
+        maps = {n: M.enhancement_map(v, pre_s) * brain for n, v in std.items()}
+        if focus is None:
+            focus = M.otsu_binarise(maps["reference"], brain)[0]
+    k = _choose_slice(brain, focus)
+    _figure(std, maps, k, png_path, "standardised intensities (brain z-score, 1-99 % clip, [0, 1])")
+    info = {"low": os.fspath(low_path), "virtual": os.fspath(virtual_path), "reference": os.fspath(reference_path),
+            "pre": None if pre_path is None else os.fspath(pre_path), "mask_source": mask_source,
+            "lesion_mask": None if lesion_mask_path is None else os.fspath(lesion_mask_path),
+            "geometry": geo.describe(), "slice_index": k, "rows": rows}
+    Path(json_path).write_text(json.dumps(info, indent=1))
+    lines = ["# Virtual contrast evaluation", "",
+             f"- low-dose: `{low_path}`", f"- virtual: `{virtual_path}`", f"- reference: `{reference_path}`",
+             f"- pre-contrast T1: `{pre_path}`" if pre_path else
+             "- pre-contrast T1: not given, so no enhancement maps, AUC, FP/FN components or CEP",
+             f"- mask: {mask_source}", f"- grid: {geo.describe()}", "",
+             "Images standardised inside the mask (z-score, 1st/99th percentile clip, [0, 1]); SSIM/PSNR/NRMSE "
+             "inside the mask; AUC of the enhancement map max(image − pre, 0) against the Otsu-binarised "
+             "reference map (Ammari et al. 2022); CNR/LBR/CEP on the lesion mask (Bône et al.).", "",
+             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "/") for c in _COLUMNS) + " |")
+    lines += ["", f"![comparison](comparison.png) (axial slice {k})", ""]
+    Path(md_path).write_text("\n".join(lines))
+    report(progress, 1.0, "evaluation done")
+    return {"csv": csv_path, "json": json_path, "markdown": md_path, "png": png_path, "rows": rows,
+            "slice_index": k, "mask_source": mask_source}

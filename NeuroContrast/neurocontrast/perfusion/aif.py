@@ -1,0 +1,266 @@
+"""Arterial input function (AIF) and venous output function (VOF): curves, quality figures, automatic AIF
+suggestion (Mouridsen et al. 2006) and VOF-based partial-volume rescaling (Cao et al. eq. 8).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from neurocontrast.errors import GeometryError, NeuroContrastError
+from neurocontrast.perfusion.signal import _bolus_frames, _robust_sd, bolus_arrival
+
+log = logging.getLogger(__name__)
+
+
+def _check_series(values: np.ndarray, name: str = "values") -> np.ndarray:
+    values = np.asarray(values)
+    if values.ndim != 4:
+        raise NeuroContrastError(f"{name} must be a 4D series (T, Z, Y, X), got shape {values.shape}")
+    return values
+
+
+def curve_from_mask(values: np.ndarray, mask: np.ndarray, *, within: Optional[np.ndarray] = None,
+                    name: str = "AIF mask") -> np.ndarray:
+    """Mean curve of the voxels in a mask.
+
+    Parameters
+    ----------
+    values : (T, Z, Y, X) float, ΔR2* (1/s) or signal. mask : (Z, Y, X) bool/int, non-zero = inside.
+    within : (Z, Y, X) bool, optional; e.g. the brain (or head) mask: the mask must overlap it.
+    name : how the mask is called in error messages.
+
+    Returns (T,) float64 mean curve.
+
+    Raises GeometryError if the mask shape differs from (Z, Y, X); NeuroContrastError if the mask is
+    empty, lies entirely outside ``within``, or its voxels contain NaN.
+    """
+    values = _check_series(values)
+    mask = np.asarray(mask)
+    if mask.shape != values.shape[1:]:
+        raise GeometryError(f"{name} has shape {mask.shape} but the series has (Z, Y, X) = {values.shape[1:]}")
+    mask = mask != 0
+    if not mask.any():
+        raise NeuroContrastError(f"{name} is empty: it selects no voxel")
+    if within is not None:
+        within = np.asarray(within, dtype=bool)
+        if within.shape != mask.shape:
+            raise GeometryError(f"the reference mask has shape {within.shape}, {name} has {mask.shape}")
+        if not (mask & within).any():
+            raise NeuroContrastError(f"{name} lies entirely outside the brain mask ({int(mask.sum())} voxels, "
+                                     "none inside); it must be drawn on an artery/vein inside the head")
+    curves = values[:, mask].astype(np.float64)
+    if not np.all(np.isfinite(curves)):
+        raise NeuroContrastError(f"the voxels of {name} contain NaN or infinite values")
+    return curves.mean(axis=1)
+
+
+def curve_from_points(values: np.ndarray, points_zyx: Sequence[Sequence[float]]) -> np.ndarray:
+    """Mean curve at voxel positions (e.g. markups control points converted to voxel indices).
+
+    values : (T, Z, Y, X) float. points_zyx : (P, 3) voxel indices (z, y, x), rounded to the nearest voxel.
+    Returns (T,) float64. Raises NeuroContrastError for no points, non-finite points or points outside the
+    volume (naming the point).
+    """
+    values = _check_series(values)
+    pts = np.asarray(points_zyx, dtype=np.float64)
+    if pts.size == 0:
+        raise NeuroContrastError("no points given for the curve")
+    pts = pts.reshape(-1, 3)
+    if not np.all(np.isfinite(pts)):
+        raise NeuroContrastError("points contain NaN or infinite coordinates")
+    idx = np.rint(pts).astype(int)
+    shape = np.array(values.shape[1:])
+    bad = np.any((idx < 0) | (idx >= shape), axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise NeuroContrastError(f"point {first} at (z, y, x) = {tuple(pts[first])} lies outside the volume "
+                                 f"of shape {tuple(shape)}")
+    curves = values[:, idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float64)
+    return curves.mean(axis=1)
+
+
+def _fwhm(curve: np.ndarray, level: float, peak: int, tr_s: float) -> float:
+    half = level + 0.5 * (curve[peak] - level)
+    i = peak
+    while i > 0 and curve[i - 1] > half:
+        i -= 1
+    j = peak
+    while j < curve.size - 1 and curve[j + 1] > half:
+        j += 1
+    left = i - 1 + (half - curve[i - 1]) / (curve[i] - curve[i - 1]) if i > 0 else 0.0
+    right = j + (curve[j] - half) / (curve[j] - curve[j + 1]) if j < curve.size - 1 else float(curve.size - 1)
+    return float((right - left) * tr_s)
+
+
+def aif_quality(curve: np.ndarray, tr_s: float) -> Dict[str, object]:
+    """Quality figures of an AIF/VOF concentration (ΔR2*) curve.
+
+    Parameters
+    ----------
+    curve : (T,) float, ΔR2* in 1/s (rising during the bolus). tr_s : frame interval in s.
+
+    Returns
+    -------
+    dict with
+      peak (1/s, above baseline), time_to_peak_s (from the series start), arrival_s (bolus arrival, s),
+      fwhm_s (full width at half maximum of the first pass, s), area (∫ curve dt, s⁻¹·s), baseline (mean
+      pre-bolus level, 1/s), baseline_sd (SD of the pre-bolus frames, 1/s), noise_sd (robust
+      frame-to-frame noise SD over the whole curve, 1/s), snr (peak / baseline_sd), first_moment_s
+      (∫t·C/∫C), warnings (list of str: SNR < 10, FWHM > 12 s, peak in the last 20 % of the series,
+      negative undershoot below −20 % of the peak).
+
+    Raises NeuroContrastError: not (T,), fewer than 10 frames, NaN, tr_s <= 0, no bolus (peak <= baseline).
+    Sources: figures used to judge AIFs in Calamante, Stroke 44:2013 and Mouridsen et al. MRM 55:524 (2006).
+    """
+    x = np.asarray(curve, dtype=np.float64)
+    if x.ndim != 1:
+        raise NeuroContrastError(f"curve must be (T,), got shape {x.shape}")
+    arrival_s = bolus_arrival(x, tr_s)  # validates length, NaN and tr_s
+    fr = _bolus_frames(x, tr_s)
+    base = x[fr.start:fr.arrival]
+    baseline = float(base.mean())
+    baseline_sd = float(base.std(ddof=1)) if base.size > 1 else 0.0
+    peak_idx = int(np.argmax(x))
+    peak = float(x[peak_idx] - baseline)
+    if peak <= 0:
+        raise NeuroContrastError("the curve has no bolus (its peak is not above the baseline)")
+    t = np.arange(x.size) * tr_s
+    area = float(np.trapezoid(x, dx=tr_s))
+    pos = np.clip(x - baseline, 0, None)
+    first_moment = float(np.trapezoid(t * pos, dx=tr_s) / np.trapezoid(pos, dx=tr_s))
+    snr = peak / baseline_sd if baseline_sd > 0 else float("inf")
+    fwhm = _fwhm(x, baseline, peak_idx, tr_s)
+    warnings = []
+    if snr < 10:
+        warnings.append(f"low SNR ({snr:.1f} < 10): the curve is noisy")
+    if fwhm > 12:
+        warnings.append(f"wide bolus (FWHM {fwhm:.1f} s > 12 s): venous or delayed/dispersed curve?")
+    if peak_idx >= 0.8 * x.size:
+        warnings.append("the peak lies in the last 20 % of the series: the bolus may be truncated")
+    if x.min() - baseline < -0.2 * peak:
+        warnings.append("negative undershoot below -20 % of the peak: signal saturation or T1 effects?")
+    return {"peak": peak, "time_to_peak_s": float(peak_idx * tr_s), "arrival_s": float(arrival_s),
+            "fwhm_s": fwhm, "area": area, "baseline": baseline, "baseline_sd": baseline_sd,
+            "noise_sd": _robust_sd(x), "snr": float(snr), "first_moment_s": first_moment,
+            "warnings": warnings}
+
+
+def _first_moment(curves: np.ndarray, tr_s: float) -> np.ndarray:
+    t = np.arange(curves.shape[0], dtype=np.float64)[:, None] * tr_s
+    pos = np.clip(curves, 0, None)
+    area = pos.sum(axis=0)
+    return (t * pos).sum(axis=0) / np.where(area > 0, area, 1.0)
+
+
+def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.ndarray] = None,
+                n_voxels: int = 10, seed: int = 0, n_clusters: int = 5,
+                auc_quantile: float = 0.90, roughness_quantile: float = 0.75) -> np.ndarray:
+    """Automatic AIF candidates by cluster analysis (Mouridsen et al., MRM 55:524, 2006).
+
+    1. Candidates: voxels in ``brain_mask`` (all voxels when None) whose area under the ΔR2* curve lies
+       in the top 10 % (``auc_quantile`` 0.90) and which have a positive peak;
+    2. the 25 % roughest of them (roughness = ∫ (C'')² dt of the unit-area curve) are excluded;
+    3. k-means (``n_clusters`` 5, scikit-learn, ``seed``) on the curves normalised to unit area; the cluster
+       whose mean curve has the smallest first moment (earliest bolus) is kept — among clusters within one
+       frame of that first moment, the one with the highest mean peak;
+    4. step 3 is repeated once on the kept cluster;
+    5. the ``n_voxels`` voxels of the final cluster with the highest peaks form the suggestion.
+
+    Parameters
+    ----------
+    delta_r2star : (T, Z, Y, X) float, ΔR2* in 1/s. tr_s : frame interval in s.
+    brain_mask : (Z, Y, X) bool, optional. n_voxels : size of the suggestion (>= 1). seed : k-means seed.
+
+    Returns (Z, Y, X) bool mask with ``n_voxels`` voxels (fewer only if the final cluster is smaller).
+
+    Raises GeometryError on mask shape mismatch; NeuroContrastError when fewer than ``n_clusters`` candidate
+    voxels remain (no bolus in the data, mask too small), n_voxels < 1, NaN in the data.
+    """
+    from sklearn.cluster import KMeans
+
+    data = _check_series(delta_r2star, "delta_r2star")
+    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
+        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    if int(n_voxels) < 1:
+        raise NeuroContrastError(f"n_voxels must be >= 1, got {n_voxels!r}")
+    spatial = data.shape[1:]
+    if brain_mask is None:
+        mask = np.ones(spatial, dtype=bool)
+    else:
+        mask = np.asarray(brain_mask).astype(bool)
+        if mask.shape != spatial:
+            raise GeometryError(f"brain_mask has shape {mask.shape} but the series has (Z, Y, X) = {spatial}")
+    index = np.flatnonzero(mask.ravel())
+    curves = data.reshape(data.shape[0], -1)[:, index].astype(np.float64)
+    if not np.all(np.isfinite(curves)):
+        raise NeuroContrastError("delta_r2star contains NaN or infinite values")
+    auc = np.trapezoid(curves, dx=tr_s, axis=0)
+    peak = curves.max(axis=0)
+    ok = (auc > 0) & (peak > 0)
+    if np.count_nonzero(ok) < n_clusters:
+        raise NeuroContrastError("no bolus in the data: fewer than "
+                                 f"{n_clusters} voxels with a positive ΔR2* curve for the AIF search")
+    cut = np.quantile(auc[ok], auc_quantile)
+    cand = np.flatnonzero(ok & (auc >= cut))
+    norm = curves[:, cand] / auc[cand]
+    rough = (np.diff(norm, n=2, axis=0) ** 2).sum(axis=0)
+    cand = cand[rough <= np.quantile(rough, roughness_quantile)]
+    if cand.size < n_clusters:
+        raise NeuroContrastError(f"only {cand.size} AIF candidate voxels; at least {n_clusters} are needed")
+    for _ in range(2):
+        if cand.size < max(n_clusters, 2 * int(n_voxels)):
+            break
+        feats = (curves[:, cand] / auc[cand]).T                      # (n, T) unit-area curves
+        km = KMeans(n_clusters=n_clusters, n_init=5, random_state=seed).fit(feats)
+        labels = km.labels_
+        moments, peaks = [], []
+        for c in range(n_clusters):
+            members = cand[labels == c]
+            mean_curve = curves[:, members].mean(axis=1) if members.size else np.zeros(curves.shape[0])
+            moments.append(_first_moment(mean_curve[:, None], tr_s)[0] if members.size else np.inf)
+            peaks.append(mean_curve.max() if members.size else -np.inf)
+        moments, peaks = np.array(moments), np.array(peaks)
+        early = np.flatnonzero(moments <= moments.min() + tr_s)
+        best = early[np.argmax(peaks[early])]
+        cand = cand[labels == best]
+    keep = cand[np.argsort(-peak[cand])[: int(n_voxels)]]
+    out = np.zeros(mask.size, dtype=bool)
+    out[index[keep]] = True
+    log.info("suggest_aif: %d voxels (first moment %.1f s)", keep.size,
+             float(_first_moment(curves[:, keep].mean(axis=1)[:, None], tr_s)[0]))
+    return out.reshape(spatial)
+
+
+def rescale_aif_to_vof(aif: np.ndarray, vof: np.ndarray, tr_s: float) -> Tuple[np.ndarray, float]:
+    """Partial-volume correction of the AIF with the VOF (Cao et al. eq. 8; van Osch et al. MRM 2001).
+
+    A vein large enough to be free of partial volume carries all the tracer that entered: its area under
+    the curve equals the true arterial area. The AIF is scaled so that ∫AIF dt = ∫VOF dt (trapezoid over
+    the whole series).
+
+    aif, vof : (T,) float, ΔR2* in 1/s. tr_s : frame interval in s.
+    Returns ``(aif * factor (T,) float64, factor = ∫VOF / ∫AIF)``. A factor < 1 (VOF smaller than the
+    AIF) is logged as a warning: the VOF itself is probably partial-volumed.
+    Raises NeuroContrastError: shapes differ or not 1D, NaN, tr_s <= 0, an area <= 0.
+    """
+    a = np.asarray(aif, dtype=np.float64)
+    v = np.asarray(vof, dtype=np.float64)
+    if a.ndim != 1 or v.shape != a.shape:
+        raise NeuroContrastError(f"aif and vof must be (T,) curves of the same length, got {a.shape} and {v.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(v))):
+        raise NeuroContrastError("aif or vof contains NaN or infinite values")
+    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
+        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    area_a = float(np.trapezoid(a, dx=tr_s))
+    area_v = float(np.trapezoid(v, dx=tr_s))
+    if area_a <= 0:
+        raise NeuroContrastError(f"the AIF area is {area_a:g} (<= 0): no arterial bolus")
+    if area_v <= 0:
+        raise NeuroContrastError(f"the VOF area is {area_v:g} (<= 0): no venous bolus; check the VOF mask")
+    factor = area_v / area_a
+    if factor < 1:
+        log.warning("VOF area is smaller than the AIF area (factor %.2f): the VOF may be partial-volumed", factor)
+    return a * factor, float(factor)

@@ -1,0 +1,192 @@
+"""Perfusion maps from ΔR2* curves and an AIF: CBF, CBV, MTT, Tmax, TTP.
+
+Formulas (Cao et al. eq. 4–7; Østergaard et al. MRM 36:715, 1996), with k(t) = CBF·R(t) the flow-scaled
+residue from :func:`neurocontrast.perfusion.deconvolution.deconvolve` (1/s) and C_t, C_a the tissue and
+arterial ΔR2* curves (1/s)::
+
+    kH/ρ = (1 − H_large) / (1 − H_small) / ρ        [mL/g]   (0.55/0.75/1.04 = 0.705 by default)
+    CBF  = max_t k(t) · kH/ρ · 100 · 60               [mL/100 g/min]
+    CBV  = ∫C_t dt / ∫C_a dt · kH/ρ · 100             [mL/100 g]   (trapezoid over the whole series)
+    MTT  = CBV / CBF · 60                             [s]          (central volume theorem)
+    Tmax = argmax_t k(t) · Δt                         [s]          (circulant index i >= T → (i − 2T)·Δt)
+    TTP  = argmax_t C_t(t) · Δt                       [s from the first frame of the series]
+
+The hematocrit factor corrects for the difference between large-vessel (AIF) and capillary hematocrit:
+tracer is confined to plasma, so ∫C_a over-represents the blood concentration seen by tissue by
+(1 − H_small)/(1 − H_large) (Rempp et al., Radiology 193:637, 1994). Dividing by the density ρ (g/mL)
+turns "per 100 mL of tissue" into "per 100 g".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Dict, Optional
+
+import numpy as np
+
+from neurocontrast.errors import GeometryError, NeuroContrastError
+from neurocontrast.perfusion.deconvolution import METHODS, deconvolve, residue_delay_s
+from neurocontrast.progress import ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfusionConstants:
+    """Physiological constants of the CBF/CBV scaling.
+
+    hematocrit_large : large-vessel hematocrit H_large (AIF), default 0.45, in [0, 1).
+    hematocrit_small : small-vessel (capillary) hematocrit H_small, default 0.25, in [0, 1).
+    density : brain tissue density ρ in g/mL, default 1.04.
+    Raises NeuroContrastError on values outside those ranges.
+    """
+
+    hematocrit_large: float = 0.45
+    hematocrit_small: float = 0.25
+    density: float = 1.04
+
+    def __post_init__(self):
+        for name in ("hematocrit_large", "hematocrit_small"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and 0 <= value < 1):
+                raise NeuroContrastError(f"{name} must be a fraction in [0, 1), got {value!r}")
+        if not (np.isfinite(self.density) and self.density > 0):
+            raise NeuroContrastError(f"density must be > 0 g/mL, got {self.density!r}")
+
+    @property
+    def kh_over_rho(self) -> float:
+        """kH/ρ = (1 − H_large)/(1 − H_small)/ρ in mL/g (0.705 for the defaults)."""
+        return (1.0 - self.hematocrit_large) / (1.0 - self.hematocrit_small) / self.density
+
+    def as_dict(self) -> Dict[str, float]:
+        """The constants and kH/ρ as a plain dict (for reports)."""
+        d = dataclasses.asdict(self)
+        d["kh_over_rho"] = self.kh_over_rho
+        return d
+
+
+@dataclasses.dataclass
+class PerfusionMaps:
+    """Perfusion maps, each (Z, Y, X) float32; 0 outside the brain mask.
+
+    cbf mL/100 g/min, cbv mL/100 g, mtt s, tmax s, ttp s (from the series start).
+    """
+
+    cbf: np.ndarray
+    cbv: np.ndarray
+    mtt: np.ndarray
+    tmax: np.ndarray
+    ttp: np.ndarray
+
+    def as_dict(self) -> Dict[str, np.ndarray]:
+        """``{"cbf": ..., "cbv": ..., "mtt": ..., "tmax": ..., "ttp": ...}``."""
+        return {name: getattr(self, name) for name in MAP_NAMES}
+
+
+def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, method: str = "osvd",
+                 brain_mask: Optional[np.ndarray] = None, constants: Optional[PerfusionConstants] = None,
+                 progress: Optional[ProgressCallback] = None, chunk_size: int = 32768,
+                 **method_params) -> PerfusionMaps:
+    """CBF, CBV, MTT, Tmax and TTP maps by deconvolution (formulas in the module docstring).
+
+    Parameters
+    ----------
+    delta_r2star : (T, Z, Y, X) float, tissue ΔR2* in 1/s (see :func:`~neurocontrast.perfusion.signal.delta_r2star`).
+    aif : (T,) float, AIF ΔR2* in 1/s (partial-volume corrected, e.g. with
+        :func:`~neurocontrast.perfusion.aif.rescale_aif_to_vof`).
+    tr_s : float, frame interval in s.
+    method : one of :data:`~neurocontrast.perfusion.deconvolution.METHODS`.
+    brain_mask : (Z, Y, X) bool, voxels to compute (all voxels when None). Outside it every map is 0.
+    constants : :class:`PerfusionConstants` (defaults 0.45, 0.25, 1.04).
+    progress : callback(fraction, message).
+    chunk_size : voxels deconvolved per block (bounds the memory to ~ chunk_size·2T·4 bytes per array).
+    **method_params : passed to :func:`~neurocontrast.perfusion.deconvolution.deconvolve`
+        (osvd_oi, osvd_thresholds, ssvd_threshold, csvd_threshold, lambda_).
+
+    Returns
+    -------
+    :class:`PerfusionMaps`, each (Z, Y, X) float32. MTT is 0 where CBF <= 0.
+
+    Raises
+    ------
+    NeuroContrastError : delta_r2star not 4D, AIF length differs from T, NaN/inf, tr_s <= 0, unknown method;
+    GeometryError : brain_mask shape differs from (Z, Y, X); NeuroContrastError if the mask is empty.
+    """
+    data = np.asarray(delta_r2star)
+    if data.ndim != 4:
+        raise NeuroContrastError(f"delta_r2star must be a 4D series (T, Z, Y, X), got shape {data.shape}")
+    aif = np.asarray(aif, dtype=np.float64)
+    if aif.ndim != 1 or aif.shape[0] != data.shape[0]:
+        raise NeuroContrastError(f"the AIF must be (T,) = ({data.shape[0]},) to match the series, got {aif.shape}")
+    if str(method).lower() not in METHODS:
+        raise NeuroContrastError(f"unknown deconvolution method {method!r}; expected one of {', '.join(METHODS)}")
+    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
+        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    constants = constants or PerfusionConstants()
+    spatial = data.shape[1:]
+    if brain_mask is None:
+        mask = np.ones(spatial, dtype=bool)
+    else:
+        mask = np.asarray(brain_mask).astype(bool)
+        if mask.shape != spatial:
+            raise GeometryError(f"brain_mask has shape {mask.shape} but the series has (Z, Y, X) = {spatial}")
+        if not mask.any():
+            raise NeuroContrastError("brain_mask is empty: no voxel to compute")
+    t = data.shape[0]
+    index = np.flatnonzero(mask.ravel())
+    flat = data.reshape(t, -1)
+    n = index.size
+    scale = constants.kh_over_rho
+    aif_area = float(np.trapezoid(aif, dx=tr_s))
+    if aif_area <= 0:
+        raise NeuroContrastError("the AIF area is <= 0: no bolus in the arterial curve")
+    cbf = np.zeros(n, np.float32)
+    cbv = np.zeros(n, np.float32)
+    tmax = np.zeros(n, np.float32)
+    ttp = np.zeros(n, np.float32)
+    report(progress, 0.0, f"{method} deconvolution of {n} voxels")
+    for c0 in range(0, n, chunk_size):
+        sl = slice(c0, min(n, c0 + chunk_size))
+        tissue = flat[:, index[sl]].astype(np.float32)
+        if not np.all(np.isfinite(tissue)):
+            raise NeuroContrastError("delta_r2star contains NaN or infinite values inside the brain mask")
+        k = deconvolve(tissue, aif, tr_s, method, **method_params)
+        length = k.shape[0]
+        imax = np.argmax(k, axis=0)
+        cbf[sl] = k[imax, np.arange(k.shape[1])] * (scale * 6000.0)
+        tmax[sl] = residue_delay_s(imax, t, length, tr_s)
+        cbv[sl] = np.trapezoid(tissue, dx=tr_s, axis=0) / aif_area * (scale * 100.0)
+        ttp[sl] = np.argmax(tissue, axis=0) * tr_s
+        report(progress, sl.stop / n, f"{method}: {sl.stop}/{n} voxels")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mtt = np.where(cbf > 0, cbv / np.where(cbf > 0, cbf, 1.0) * 60.0, 0.0).astype(np.float32)
+
+    def _to_volume(values: np.ndarray) -> np.ndarray:
+        vol = np.zeros(mask.size, np.float32)
+        vol[index] = values
+        return vol.reshape(spatial)
+
+    return PerfusionMaps(cbf=_to_volume(cbf), cbv=_to_volume(cbv), mtt=_to_volume(mtt),
+                         tmax=_to_volume(tmax), ttp=_to_volume(ttp))
+
+
+def relative_to_reference(values: np.ndarray, reference_mask: np.ndarray) -> np.ndarray:
+    """Normalise a map to the median inside a reference region (e.g. contralateral white matter): rCBF, rCBV.
+
+    values : (Z, Y, X) float map. reference_mask : (Z, Y, X) bool.
+    Returns float32 ``values / median(values[reference_mask])`` (dimensionless).
+    Raises GeometryError on shape mismatch, NeuroContrastError if the reference is empty or its median <= 0.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    ref = np.asarray(reference_mask).astype(bool)
+    if ref.shape != values.shape:
+        raise GeometryError(f"reference_mask has shape {ref.shape} but the map has shape {values.shape}")
+    if not ref.any():
+        raise NeuroContrastError("reference_mask is empty: cannot normalise")
+    med = float(np.median(values[ref]))
+    if not (np.isfinite(med) and med > 0):
+        raise NeuroContrastError(f"the median of the map in the reference region is {med:g}; it must be > 0")
+    return (values / np.float32(med)).astype(np.float32)

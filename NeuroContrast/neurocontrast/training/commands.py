@@ -1,0 +1,83 @@
+"""``neurocontrast train stnet|tmaxnet``: train the perfusion networks (see :mod:`neurocontrast.training.recipes`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _common(p: argparse.ArgumentParser, epochs: int, steps: int, lr: float, patience: int, batch: int) -> None:
+    p.add_argument("--out", required=True, help="run folder (checkpoints, history.jsonl)")
+    p.add_argument("--data", default=None, help="user data folder (layout in docs/models/stnet.md); "
+                                                "default: synthetic phantom slices generated on the fly")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=steps)
+    p.add_argument("--batch-size", type=int, default=batch)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--patience", type=int, default=patience, help="early stopping: epochs without improvement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.safetensors")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--export", default=None, help="models folder to write <name>.safetensors/.json into "
+                                                  "(default <out>/model)")
+    p.add_argument("--name", default=None, help="registry name of the exported model")
+
+
+def register(groups) -> None:
+    """Add ``train stnet`` and ``train tmaxnet`` to ``groups["train"]``."""
+    train = groups["train"]
+    p = train.add_parser("stnet", help="train ST-Net (Cao et al.) on phantoms or user data",
+                         description="Train ST-Net: MAE + physics loss, Adam, early stopping.")
+    _common(p, epochs=400, steps=50, lr=1e-4, patience=50, batch=512)
+    p.add_argument("--physics-weight", type=float, default=0.1, help="w of eq. 9")
+    p.add_argument("--lesion-ratio", type=float, default=0.5, help="lesion:normal voxels (0.5 = 1:2)")
+    p.add_argument("--stride", type=int, default=1, help="patch-centre stride (voxels)")
+    p.set_defaults(func=_run_stnet)
+    q = train.add_parser("tmaxnet", help="train the AIF-free Tmax net (Hess et al.)",
+                         description="Train the Tmax net: weighted Laplace NLL, temporal-shift augmentation.")
+    _common(q, epochs=30, steps=50, lr=5e-4, patience=10, batch=4)
+    q.add_argument("--encoding", type=int, default=256, help="sequence-encoding size")
+    q.add_argument("--n-frames", type=int, default=64, help="resampled series length (divisible by 4)")
+    q.add_argument("--slice-size", type=int, default=48, help="synthetic slice size (voxels)")
+    q.set_defaults(func=_run_tmaxnet)
+
+
+def _finish(model, meta, args, name, extra) -> int:
+    import os
+    from neurocontrast.training.recipes import export
+
+    out = args.export or os.path.join(args.out, "model")
+    info = export(model, meta, out, args.name or name, "user data " + args.data if args.data else
+                  "synthetic phantom slices (neurocontrast.training.datasets.random_slice)", extra)
+    print(f"best epoch {meta['best_epoch']} (val loss {meta['best_loss']:.4f}); model written to "
+          f"{info.weights_path} (sha256 {info.sha256[:12]}…)")
+    return 0
+
+
+def _run_stnet(args) -> int:
+    import torch
+    from neurocontrast.training.recipes import train_stnet
+
+    torch.set_num_threads(max(1, args.threads))
+    model, meta = train_stnet(args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                              batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+                              resume=args.resume, max_minutes=args.max_minutes, physics_weight=args.physics_weight,
+                              lesion_ratio=args.lesion_ratio, stride=args.stride, data_dir=args.data)
+    return _finish(model, meta, args, "stnet", {"batch_size": args.batch_size, "lr": args.lr,
+                                                "physics_weight": args.physics_weight,
+                                                "lesion_ratio": args.lesion_ratio, "stride": args.stride,
+                                                "steps_per_epoch": args.steps_per_epoch})
+
+
+def _run_tmaxnet(args) -> int:
+    import torch
+    from neurocontrast.training.recipes import train_tmaxnet
+
+    torch.set_num_threads(max(1, args.threads))
+    model, meta = train_tmaxnet(args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+                                resume=args.resume, max_minutes=args.max_minutes, encoding=args.encoding,
+                                n_frames=args.n_frames, slice_size=args.slice_size,
+                                data_dir=args.data)
+    return _finish(model, meta, args, "tmaxnet", {"batch_size": args.batch_size, "lr": args.lr,
+                                                  "steps_per_epoch": args.steps_per_epoch})

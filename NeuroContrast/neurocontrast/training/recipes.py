@@ -1,0 +1,155 @@
+"""Training recipes behind ``neurocontrast train stnet|tmaxnet``: data, loss, validation and export.
+
+- ST-Net (Cao et al. 2.2.3-2.3): MAE on CBV, CBF, Tmax + w × physics loss (eq. 9), Adam lr 1e-4, batch 512,
+  early stopping on the validation loss, lesion:normal voxel sampling 1:2 and a patch stride.
+- Tmax net (Hess et al. 2.1-2.2): weighted Laplace NLL (eq. 1-4), Adam lr 5e-4 halved every 4 epochs,
+  batches of 4 slices, temporal-shift augmentation.
+
+Data: synthetic slices (:func:`neurocontrast.training.datasets.random_slice`) by default, or user cases
+(``data_dir``, layout :data:`neurocontrast.training.datasets.USER_LAYOUT`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from neurocontrast.errors import NeuroContrastError
+from neurocontrast.training import datasets, losses, loops
+
+
+def _slice_stream(data_dir: Optional[str], targets, need_aif: bool, size: int):
+    """A function rng → next training slice (synthetic or user)."""
+    if data_dir:
+        source = datasets.UserSliceSource(data_dir, targets, need_aif)
+        streams: Dict[int, Iterator] = {}
+
+        def next_user(rng: np.random.Generator) -> datasets.SliceSample:
+            key = 0
+            if key not in streams:
+                streams[key] = source.stream(int(rng.integers(1 << 31)))
+            return next(streams[key])
+        return next_user
+    return lambda rng: datasets.random_slice(rng, (size, size))
+
+
+def train_stnet(out_dir: str, *, epochs: int = 400, steps_per_epoch: int = 50, batch_size: int = 512,
+                lr: float = 1e-4, patience: int = 50, seed: int = 0, resume: bool = False,
+                max_minutes: Optional[float] = None, physics_weight: float = 0.1, lesion_ratio: float = 0.5,
+                stride: int = 1, n_frames: int = 50, slice_size: int = 48, voxels_per_slice: int = 256,
+                val_slices: int = 12, data_dir: Optional[str] = None, log_fn: Callable[[str], None] = print):
+    """Train ST-Net; returns (model with the best weights, meta). See the module docstring."""
+    from neurocontrast.networks.stnet import STNet
+
+    torch.manual_seed(seed)
+    model = STNet(n_frames=n_frames)
+    next_slice = _slice_stream(data_dir, ("cbv", "cbf", "tmax"), True, slice_size)
+
+    def make_batch(rng: np.random.Generator, n: int) -> Dict[str, torch.Tensor]:
+        parts: List[Dict[str, np.ndarray]] = []
+        total = 0
+        while total < n:
+            b = datasets.stnet_batch_from_slice(next_slice(rng), n_frames, rng, min(voxels_per_slice, n - total),
+                                                lesion_ratio, stride, model.target_scale)
+            if b is not None:
+                parts.append(b)
+                total += len(b["target"])
+        return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+
+    val_rng = np.random.default_rng([seed, 1])
+    val_batches = [make_batch(val_rng, voxels_per_slice) for _ in range(val_slices)]
+
+    def loss_fn(m, batch):
+        pred = m(batch["patches"], batch["reference"])
+        return losses.stnet_loss(pred, batch["target"], batch["physics_cbv"], physics_weight)
+
+    def val_fn(m) -> Dict[str, float]:
+        preds = torch.cat([m(b["patches"], b["reference"]) for b in val_batches])
+        target = torch.cat([b["target"] for b in val_batches])
+        err = (preds - target).abs().mean(0)
+        return {"loss": float(err.mean()), "mae_cbv": float(err[0]), "mae_cbf": float(err[1]),
+                "mae_tmax": float(err[2])}
+
+    meta = loops.train(model, lambda rng: make_batch(rng, batch_size), loss_fn, val_fn, out_dir, epochs=epochs,
+                       steps_per_epoch=steps_per_epoch, lr=lr, patience=patience, seed=seed, resume=resume,
+                       max_minutes=max_minutes, log_fn=log_fn)
+    loops.load_best(model, out_dir)
+    model.eval()
+    return model, meta
+
+
+def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, batch_size: int = 4,
+                  lr: float = 5e-4, patience: int = 10, seed: int = 0, resume: bool = False,
+                  max_minutes: Optional[float] = None, n_frames: int = 64, slice_size: int = 48,
+                  encoding: int = 256, shift_range=(-4, 20), val_slices: int = 12, data_dir: Optional[str] = None,
+                  log_fn: Callable[[str], None] = print):
+    """Train the Tmax net; returns (model with the best weights, meta). See the module docstring."""
+    from neurocontrast.networks.tmaxnet import TmaxNet
+
+    torch.manual_seed(seed)
+    model = TmaxNet(n_frames=n_frames, encoding=encoding)
+    next_slice = _slice_stream(data_dir, ("tmax",), False, slice_size)
+
+    def one(rng, shift: bool):
+        while True:
+            s = datasets.tmaxnet_sample_from_slice(next_slice(rng), n_frames, rng if shift else None,
+                                                   tuple(shift_range), model.target_scale)
+            if s is not None:
+                return s
+
+    def stack(samples) -> Dict[str, torch.Tensor]:
+        shapes = {s["voxels"].shape for s in samples}
+        if len(shapes) != 1:  # user data of different slice sizes: one slice per batch
+            samples = samples[:1]
+        return {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in samples[0]}
+
+    val_rng = np.random.default_rng([seed, 1])
+    val_batches = [stack([one(val_rng, False)]) for _ in range(val_slices)]
+
+    def loss_fn(m, batch):
+        out = m(batch["voxels"], batch["arterial"])
+        scale = m.target_scale * batch["dt"].view(-1, 1, 1)
+        weight = losses.importance_weight(batch["target"] * scale, out[:, 0].detach() * scale)
+        loss = losses.laplace_nll(out[:, 0], out[:, 1], batch["target"], weight, batch["mask"])
+        mae = float(((out[:, 0] - batch["target"]).abs() * scale)[batch["mask"]].mean().detach())
+        return loss, {"mae_tmax_s": mae}
+
+    def val_fn(m) -> Dict[str, float]:
+        nll, mae, n = 0.0, 0.0, 0
+        for b in val_batches:
+            out = m(b["voxels"], b["arterial"])
+            scale = m.target_scale * b["dt"].view(-1, 1, 1)
+            w = losses.importance_weight(b["target"] * scale, out[:, 0] * scale)
+            nll += float(losses.laplace_nll(out[:, 0], out[:, 1], b["target"], w, b["mask"]))
+            mae += float(((out[:, 0] - b["target"]).abs() * scale)[b["mask"]].mean())
+            n += 1
+        return {"loss": nll / n, "mae_tmax_s": mae / n}
+
+    meta = loops.train(model, lambda rng: stack([one(rng, True) for _ in range(batch_size)]), loss_fn, val_fn,
+                       out_dir, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, patience=patience, seed=seed,
+                       resume=resume, max_minutes=max_minutes, lr_decay=lambda e: 0.5 ** ((e - 1) // 4),
+                       log_fn=log_fn)
+    loops.load_best(model, out_dir)
+    model.eval()
+    return model, meta
+
+
+def export(model: torch.nn.Module, meta: Dict, out_dir: str, name: str, data: str, extra: Optional[Dict] = None):
+    """Write the trained model into a models folder with :func:`neurocontrast.weights.save_model`."""
+    from neurocontrast.weights import save_model
+
+    arch = type(model).__name__
+    if arch not in ("STNet", "TmaxNet"):
+        raise NeuroContrastError(f"cannot export a {arch}")
+    best = [h for h in meta["history"] if h["epoch"] == meta["best_epoch"]]
+    training = {"data": data, "epochs_run": meta["epoch"], "best_epoch": meta["best_epoch"],
+                "seed": meta.get("seed"), **(extra or {})}
+    return save_model(model.state_dict(), out_dir, name, arch, model.config(),
+                      input_channels=["dsc"] if arch == "TmaxNet" else ["dsc", "aif_signal"],
+                      model_card=f"docs/models/{'stnet' if arch == 'STNet' else 'tmaxnet'}.md",
+                      description=("ST-Net (Cao et al.) CBV/CBF/Tmax" if arch == "STNet"
+                                   else "AIF-free Tmax net (Hess et al.) with Laplace uncertainty"),
+                      training=training, metrics={"validation": best[0]["val"] if best else {}})

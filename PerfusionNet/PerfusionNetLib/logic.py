@@ -1,0 +1,517 @@
+"""PerfusionNet logic: MRML nodes in → ``neurocontrast.perfusion`` → MRML nodes out (no Qt).
+
+One call per user action of the PerfusionNet panel:
+
+- :meth:`PerfusionNetLogic.update_curves` -- AIF and VOF ΔR2*(t) curves from markups points or segments into a
+  table node and a plot chart (AIF and VOF together) plus a table of their quality figures;
+- :meth:`PerfusionNetLogic.suggest_aif` -- automatic AIF candidates (``aif.suggest_aif``, Mouridsen 2006) as a
+  markups point list the clinician can edit and then use as the AIF;
+- :meth:`PerfusionNetLogic.run` -- ``pipeline.run_perfusion`` with progress; maps as scalar volumes with colour
+  maps and window/level (Tmax 0–10 s), the Tmax > 6 s region as a segmentation, volumes in a table.
+
+Inputs: a 4D DSC series as a volume sequence (Sequences module), its browser, or a multi-volume/vector volume.
+TR comes from the sequence's time index (or the TR field), TE from the node attributes (or the TE field).
+Heavy imports (scipy, the perfusion core) happen inside the methods, after the dependency check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import slicer
+
+from neurocontrast.errors import NeuroContrastError
+from neurocontrast.progress import ProgressCallback, report, scaled
+from NeuroContrastLib import mrml
+
+CLASSIC_METHODS = ("osvd", "csvd", "ssvd", "tikhonov")
+METHOD_LABELS = {"osvd": "oSVD (block-circulant, oscillation index)", "csvd": "cSVD (block-circulant)",
+                 "ssvd": "sSVD (standard)", "tikhonov": "Tikhonov", "stnet": "ST-Net (deep)",
+                 "tmaxnet": "AIF-free Tmax network (deep)"}
+AIF_MODES = ("mask", "auto")
+HYPOPERFUSION_THRESHOLD_S = 6.0
+MAP_UNITS = {"cbf": "mL/100 g/min", "cbv": "mL/100 g", "mtt": "s", "tmax": "s", "ttp": "s",
+             "tmax_uncertainty": "s"}
+#: colour nodes, first one present in the scene wins (file-based tables exist only in the Slicer application)
+MAP_COLORS = {
+    "cbf": ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"),
+    "cbv": ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"),
+    "mtt": ("vtkMRMLColorTableNodeFileViridis.txt", "vtkMRMLColorTableNodeRainbow"),
+    "tmax": ("vtkMRMLColorTableNodeRainbow",),
+    "ttp": ("vtkMRMLColorTableNodeFileViridis.txt", "vtkMRMLColorTableNodeRainbow"),
+    "tmax_uncertainty": ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTableNodeGrey"),
+}
+#: fixed display ranges (min, max) in the map's unit; other maps use the 1st–99th percentile inside the brain
+FIXED_RANGES = {"tmax": (0.0, 10.0)}
+MAP_ATTRIBUTE = "NeuroContrast.PerfusionMap"
+
+
+@dataclasses.dataclass
+class PerfusionNetParameters:
+    """Everything the Apply button needs; kept in the module's parameter node as strings.
+
+    Node fields hold MRML node IDs. ``*_segment`` is a segment ID or name (segmentation inputs only; empty =
+    first segment). The optional core (e.g. ADC < 620 × 10⁻⁶ mm²/s) adds the mismatch volume and ratio. ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda`` = 0 selects λ by the
+    L-curve. ``osvd_oi`` (oscillation index, default 0.095 after Wu et al. 2003) and ``svd_threshold``
+    (fraction of the largest singular value for sSVD/cSVD) follow :mod:`neurocontrast.perfusion.deconvolution`.
+    """
+
+    dsc_node_id: str = ""
+    aif_node_id: str = ""
+    aif_segment: str = ""
+    vof_node_id: str = ""
+    vof_segment: str = ""
+    brain_node_id: str = ""
+    brain_segment: str = ""
+    core_node_id: str = ""
+    core_segment: str = ""
+    aif_mode: str = "mask"
+    method: str = "osvd"
+    osvd_oi: float = 0.095
+    svd_threshold: float = 0.2
+    tikhonov_lambda: float = 0.0
+    tr_s: float = 0.0
+    te_s: float = 0.0
+    output_prefix: str = ""
+
+    def problems(self, scene=None) -> List[str]:
+        """What prevents Apply (empty when valid)."""
+        scene = mrml.scene_or_default(scene)
+        out = []
+        if not self.dsc_node_id or scene.GetNodeByID(self.dsc_node_id) is None:
+            out.append("select the 4D DSC series")
+        if self.aif_mode not in AIF_MODES:
+            out.append(f"AIF mode must be one of {', '.join(AIF_MODES)}")
+        elif (self.aif_mode == "mask" and method_needs_aif(self.method)
+              and (not self.aif_node_id or scene.GetNodeByID(self.aif_node_id) is None)):
+            out.append("select the AIF (points or segment) or choose the automatic AIF")
+        if self.method not in available_methods():
+            out.append(f"method '{self.method}' is not available ({', '.join(available_methods())})")
+        if self.tr_s < 0 or self.te_s < 0:
+            out.append("TR and TE must be >= 0 s (0 = from the data)")
+        if self.osvd_oi <= 0 or not 0 < self.svd_threshold < 1 or self.tikhonov_lambda < 0:
+            out.append("method parameters out of range (OI > 0, 0 < threshold < 1, λ >= 0)")
+        return out
+
+    def is_valid(self, scene=None) -> bool:
+        return not self.problems(scene)
+
+    def method_params(self) -> Dict[str, Any]:
+        """Keyword arguments for the chosen deconvolution method (``deconvolution.deconvolve``)."""
+        if self.method == "osvd":
+            return {"osvd_oi": float(self.osvd_oi)}
+        if self.method in ("ssvd", "csvd"):
+            return {"ssvd_threshold": float(self.svd_threshold)}
+        if self.method == "tikhonov":
+            return {"lambda_": float(self.tikhonov_lambda) if self.tikhonov_lambda > 0 else "lcurve"}
+        return {}
+
+    def write(self, parameter_node) -> None:
+        """Store in a ``vtkMRMLScriptedModuleNode`` (strings)."""
+        for field in dataclasses.fields(self):
+            parameter_node.SetParameter(field.name, str(getattr(self, field.name)))
+
+    @classmethod
+    def read(cls, parameter_node) -> "PerfusionNetParameters":
+        """Read back what :meth:`write` stored (missing or unreadable entries keep their defaults)."""
+        params = cls()
+        for field in dataclasses.fields(cls):
+            text = parameter_node.GetParameter(field.name)
+            if text in (None, ""):
+                continue
+            default = getattr(params, field.name)
+            try:
+                setattr(params, field.name, type(default)(text))
+            except ValueError:
+                continue
+        return params
+
+
+def available_methods() -> Tuple[str, ...]:
+    """Classic methods plus the deep ones registered in ``pipeline.MAP_METHODS`` (when the pipeline imports)."""
+    try:
+        from neurocontrast.perfusion.pipeline import MAP_METHODS
+    except ImportError:
+        return CLASSIC_METHODS
+    return CLASSIC_METHODS + tuple(m for m in MAP_METHODS if m not in CLASSIC_METHODS)
+
+
+def method_needs_aif(method: str) -> bool:
+    """False only for AIF-free methods (``MapMethod.needs_aif`` of the pipeline registry, e.g. ``tmaxnet``)."""
+    try:
+        from neurocontrast.perfusion.pipeline import MAP_METHODS
+    except ImportError:
+        return True
+    entry = MAP_METHODS.get(method)
+    return True if entry is None else bool(entry.needs_aif)
+
+
+@dataclasses.dataclass
+class Curves:
+    """AIF/VOF curves: ``times_s`` (T,), ``aif``/``vof`` (T,) ΔR2* in 1/s (or −ln(S/S0) when TE is unknown:
+    ``unit`` says which), their quality figures (``aif.aif_quality``), voxel counts, and after a run the AIF
+    before VOF rescaling (``aif_raw``; None when equal or unknown)."""
+
+    times_s: np.ndarray
+    aif: Optional[np.ndarray]
+    vof: Optional[np.ndarray]
+    aif_quality: Dict[str, float]
+    vof_quality: Dict[str, float]
+    aif_voxels: int
+    vof_voxels: int
+    unit: str
+    aif_raw: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass
+class PerfusionNetOutputs:
+    """What :meth:`PerfusionNetLogic.run` added to the scene, and the core result."""
+
+    map_nodes: Dict[str, Any]
+    hypoperfusion_segmentation: Any
+    volumes_table: Any
+    curves_chart: Any
+    result: Any
+
+
+class PerfusionNetLogic:
+    """The PerfusionNet operations on a scene (default ``slicer.mrmlScene``)."""
+
+    def __init__(self, scene=None):
+        self._scene = scene
+
+    @property
+    def scene(self):
+        return mrml.scene_or_default(self._scene)
+
+    def _node(self, node_id: str, what: str):
+        node = self.scene.GetNodeByID(node_id) if node_id else None
+        if node is None:
+            raise NeuroContrastError(f"{what}: no node selected")
+        return node
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def load_dsc(self, params: PerfusionNetParameters):
+        """The DSC input as ``(DSCSeries, reference volume node)``; the reference is a 3D node on its grid.
+
+        Raises NeuroContrastError for a non-4D input, unknown TR, or fewer than 10 frames.
+        """
+        from neurocontrast.io import DSCSeries
+
+        node = self._node(params.dsc_node_id, "DSC series")
+        signal, geometry, tr_s, te_s = mrml.series_from_sequence_node(
+            node, tr_s=params.tr_s or None, te_s=params.te_s or None)
+        if signal.shape[0] < 10:
+            raise NeuroContrastError(f"DSC series '{node.GetName()}' has {signal.shape[0]} frames; at least 10 "
+                                     "are needed")
+        dsc = DSCSeries(signal=signal, geometry=geometry, tr_s=tr_s, te_s=te_s, path=None)
+        return dsc, mrml.first_frame_node(node)
+
+    def _mask(self, node_id: str, segment: str, reference, what: str) -> Optional[np.ndarray]:
+        if not node_id:
+            return None
+        mask = mrml.mask_from_node(self._node(node_id, what), reference, segment or None, name=what)
+        if not np.any(mask):
+            raise NeuroContrastError(f"{what}: the selected points/segment cover no voxel of the DSC series")
+        return mask
+
+    def masks(self, params: PerfusionNetParameters, reference) -> Dict[str, Optional[np.ndarray]]:
+        """Bool (Z, Y, X) masks ``aif``, ``vof``, ``brain``, ``core`` (None where not selected) on the DSC grid."""
+        return {"aif": self._mask(params.aif_node_id, params.aif_segment, reference, "AIF"),
+                "vof": self._mask(params.vof_node_id, params.vof_segment, reference, "VOF"),
+                "brain": self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask"),
+                "core": self._mask(params.core_node_id, params.core_segment, reference, "core")}
+
+    # ----------------------------------------------------------------------------------------- curves
+    def compute_curves(self, params: PerfusionNetParameters) -> Curves:
+        """Mean ΔR2*(t) in the AIF and VOF voxels and their quality figures.
+
+        The baseline frames come from the whole series (``signal.detect_baseline``); ΔR2* = −ln(S/S0)/TE
+        (Cao et al. eq. 1). Without TE the curves are −ln(S/S0) (unit "a.u."). Raises NeuroContrastError if
+        neither AIF nor VOF is selected.
+        """
+        from neurocontrast.perfusion import aif as aif_module
+        from neurocontrast.perfusion import signal as signal_module
+
+        dsc, reference = self.load_dsc(params)
+        aif_mask = self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
+        vof_mask = self._mask(params.vof_node_id, params.vof_segment, reference, "VOF")
+        if aif_mask is None and vof_mask is None:
+            raise NeuroContrastError("select AIF and/or VOF points or segments to show their curves")
+        baseline = signal_module.detect_baseline(dsc.signal, dsc.tr_s)
+        te = dsc.te_s if dsc.te_s else 1.0
+        unit = "1/s" if dsc.te_s else "a.u."
+
+        def curve(mask):
+            if mask is None:
+                return None, {}
+            values = dsc.signal[:, mask]  # (T, N)
+            delta = np.asarray(signal_module.delta_r2star(values, te, baseline=baseline), dtype=np.float64)
+            mean = delta.mean(axis=1)
+            return mean, {k: float(v) for k, v in aif_module.aif_quality(mean, dsc.tr_s).items()
+                          if np.isscalar(v) and not isinstance(v, str)}
+
+        aif, aif_q = curve(aif_mask)
+        vof, vof_q = curve(vof_mask)
+        times = np.arange(dsc.signal.shape[0]) * dsc.tr_s
+        return Curves(times, aif, vof, aif_q, vof_q, int(aif_mask.sum()) if aif_mask is not None else 0,
+                      int(vof_mask.sum()) if vof_mask is not None else 0, unit)
+
+    def show_curves(self, curves: Curves, name: str = "PerfusionNet curves"):
+        """Write curves into a table node and a plot chart (AIF red, VOF blue) and the quality figures into a
+        second table. Nodes are reused by name on later calls. Returns ``(chart, curves_table, quality_table)``."""
+        scene = self.scene
+        columns = {"Time (s)": curves.times_s.tolist()}
+        series_colors = {}
+        if curves.aif is not None:
+            columns["AIF"] = curves.aif.tolist()
+            series_colors["AIF"] = (0.9, 0.1, 0.1)
+        if curves.aif_raw is not None:
+            columns["AIF before VOF rescaling"] = curves.aif_raw.tolist()
+            series_colors["AIF before VOF rescaling"] = (0.95, 0.6, 0.6)
+        if curves.vof is not None:
+            columns["VOF"] = curves.vof.tolist()
+            series_colors["VOF"] = (0.1, 0.3, 0.95)
+        table = mrml.table_node_from_columns(columns, name, scene, node=_find(scene, "vtkMRMLTableNode", name))
+        chart_name = f"{name} chart"
+        chart = _find(scene, "vtkMRMLPlotChartNode", chart_name) or scene.AddNewNodeByClass(
+            "vtkMRMLPlotChartNode", chart_name)
+        chart.RemoveAllPlotSeriesNodeIDs()
+        for column, color in series_colors.items():
+            series_name = f"{name} {column}"
+            series = _find(scene, "vtkMRMLPlotSeriesNode", series_name) or scene.AddNewNodeByClass(
+                "vtkMRMLPlotSeriesNode", series_name)
+            series.SetAndObserveTableNodeID(table.GetID())
+            series.SetXColumnName("Time (s)")
+            series.SetYColumnName(column)
+            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+            series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+            series.SetMarkerSize(4)
+            series.SetColor(*color)
+            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        chart.SetTitle("AIF and VOF")
+        chart.SetXAxisTitle("Time (s)")
+        chart.SetYAxisTitle(f"ΔR2* ({curves.unit})" if curves.unit == "1/s" else "−ln(S/S0) (TE unknown)")
+        figures = sorted(set(curves.aif_quality) | set(curves.vof_quality))
+        quality = {"Figure": figures,
+                   "AIF": [_fmt(curves.aif_quality.get(f)) for f in figures],
+                   "VOF": [_fmt(curves.vof_quality.get(f)) for f in figures]}
+        quality_name = f"{name} quality"
+        quality_table = mrml.table_node_from_columns(quality, quality_name, scene,
+                                                     node=_find(scene, "vtkMRMLTableNode", quality_name))
+        return chart, table, quality_table
+
+    def update_curves(self, params: PerfusionNetParameters, name: str = "PerfusionNet curves"):
+        """:meth:`compute_curves` then :meth:`show_curves`. Returns ``(curves, chart)``."""
+        curves = self.compute_curves(params)
+        chart, _, _ = self.show_curves(curves, name)
+        return curves, chart
+
+    # ----------------------------------------------------------------------------------------- suggest
+    def suggest_aif(self, params: PerfusionNetParameters, n_voxels: int = 10, seed: int = 0,
+                    name: str = "AIF candidates"):
+        """Automatic AIF candidates (``aif.suggest_aif``: Mouridsen et al. 2006 clustering) as a markups
+        point list named ``name`` (replaced if present), one point per voxel, labelled ``AIF-1``… in order of
+        peak height. The brain mask, if selected, limits the search. Returns the markups node."""
+        from neurocontrast.perfusion import aif as aif_module
+        from neurocontrast.perfusion import signal as signal_module
+
+        dsc, reference = self.load_dsc(params)
+        if not dsc.te_s:
+            raise NeuroContrastError("TE is unknown for this series: enter TE (s) to compute ΔR2*")
+        brain = self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask")
+        delta = signal_module.delta_r2star(dsc.signal, dsc.te_s)
+        mask = np.asarray(aif_module.suggest_aif(delta, dsc.tr_s, brain_mask=brain, n_voxels=int(n_voxels),
+                                                 seed=seed), dtype=bool)
+        if not np.any(mask):
+            raise NeuroContrastError("no AIF candidate found; place AIF points by hand")
+        indices = np.argwhere(mask)
+        peaks = delta[:, indices[:, 0], indices[:, 1], indices[:, 2]].max(axis=0)
+        indices = indices[np.argsort(-peaks)]
+        positions = mrml.zyx_to_ras(reference, indices)
+        scene = self.scene
+        old = _find(scene, "vtkMRMLMarkupsFiducialNode", name)
+        if old is not None:
+            scene.RemoveNode(old)
+        points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+        for number, position in enumerate(positions, start=1):
+            index = points.AddControlPoint(*[float(v) for v in position])
+            points.SetNthControlPointLabel(index, f"AIF-{number}")
+        return points
+
+    # ----------------------------------------------------------------------------------------- run
+    def run(self, params: PerfusionNetParameters, progress: Optional[ProgressCallback] = None) -> PerfusionNetOutputs:
+        """Compute the perfusion maps (``pipeline.run_perfusion``) and add them to the scene.
+
+        Outputs (named ``<prefix> CBF`` etc.; reused on a second run): scalar volumes for every map with
+        colour maps and window/level (Tmax 0–10 s), a segmentation ``<prefix> Tmax>6s`` with the Tmax > 6 s
+        region, a table ``<prefix> volumes`` with the hypoperfusion volumes (mL) for all thresholds (and the
+        mismatch when available), and the AIF/VOF plot. Raises NeuroContrastError on invalid parameters or bad
+        input (message from the core).
+        """
+        from neurocontrast.perfusion.pipeline import run_perfusion
+
+        problems = params.problems(self.scene)
+        if problems:
+            raise NeuroContrastError("cannot run PerfusionNet: " + "; ".join(problems))
+        report(progress, 0.0, "reading the DSC series")
+        dsc, reference = self.load_dsc(params)
+        masks = self.masks(params, reference)
+        report(progress, 0.05, f"computing maps ({params.method})")
+        result = run_perfusion(dsc, aif_mask=masks["aif"] if params.aif_mode == "mask" else None,
+                               vof_mask=masks["vof"], brain_mask=masks["brain"], core_mask=masks["core"],
+                               aif=params.aif_mode,
+                               method=params.method, progress=scaled(progress, 0.05, 0.9), **params.method_params())
+        report(progress, 0.9, "adding the maps to the scene")
+        prefix = params.output_prefix or self._node(params.dsc_node_id, "DSC series").GetName()
+        brain = masks["brain"]
+        if brain is None and getattr(result, "brain_mask", None) is not None:
+            brain = np.asarray(result.brain_mask, bool)
+        map_nodes = {}
+        for map_name, values in _result_maps(result).items():
+            map_nodes[map_name] = self._map_node(np.asarray(values, np.float32), dsc.geometry, prefix, map_name, brain)
+        segmentation, table = self._hypoperfusion_nodes(result, reference, prefix)
+        chart = None
+        curves = _result_curves(result, dsc)
+        if curves is not None:
+            chart, _, _ = self.show_curves(curves, f"{prefix} curves")
+        report(progress, 1.0, "done")
+        return PerfusionNetOutputs(map_nodes, segmentation, table, chart, result)
+
+    def _map_node(self, values, geometry, prefix, map_name, brain):
+        scene = self.scene
+        name = f"{prefix} {map_name.upper() if map_name != 'tmax_uncertainty' else 'Tmax uncertainty'}"
+        node = _find(scene, "vtkMRMLScalarVolumeNode", name)
+        node = mrml.volume_node_from_array(values, geometry, name, scene, node=node)
+        node.SetAttribute(MAP_ATTRIBUTE, map_name)
+        node.SetAttribute("NeuroContrast.Unit", MAP_UNITS.get(map_name, ""))
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        color = _first_present(scene, MAP_COLORS.get(map_name, ("vtkMRMLColorTableNodeGrey",)))
+        if color:
+            display.SetAndObserveColorNodeID(color)
+        low, high = display_range(map_name, values, brain)
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(low, high)
+        return node
+
+    def _hypoperfusion_nodes(self, result, reference, prefix):
+        scene = self.scene
+        hyp = getattr(result, "hypoperfusion", None)
+        if hyp is None:
+            return None, None
+        masks = dict(hyp.masks)
+        key = _threshold_key(masks, HYPOPERFUSION_THRESHOLD_S)
+        seg_name = f"{prefix} Tmax>6s"
+        old = _find(scene, "vtkMRMLSegmentationNode", seg_name)
+        if old is not None:
+            scene.RemoveNode(old)
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", seg_name)
+        segmentation.CreateDefaultDisplayNodes()
+        if key is not None:
+            mrml.add_segment_from_mask(segmentation, np.asarray(masks[key], bool), reference, "Tmax > 6 s",
+                                       (1.0, 0.45, 0.0))
+        volumes = {float(k): float(v) for k, v in dict(hyp.volumes_ml).items()}
+        rows = {"Measure": [f"Tmax > {k:g} s" for k in sorted(volumes)],
+                "Value": [round(volumes[k], 2) for k in sorted(volumes)],
+                "Unit": ["mL"] * len(volumes)}
+        mismatch = (getattr(result, "report", None) or {}).get("mismatch")
+        if isinstance(mismatch, dict):
+            for label, field, unit in (("Core", "core_ml", "mL"), ("Mismatch", "mismatch_ml", "mL"),
+                                       ("Mismatch ratio", "ratio", "")):
+                value = mismatch.get(field)
+                if isinstance(value, (int, float)) and np.isfinite(value):
+                    rows["Measure"].append(label)
+                    rows["Value"].append(round(float(value), 2))
+                    rows["Unit"].append(unit)
+        table_name = f"{prefix} volumes"
+        table = mrml.table_node_from_columns(rows, table_name, scene,
+                                             node=_find(scene, "vtkMRMLTableNode", table_name))
+        return segmentation, table
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def display_range(map_name: str, values: np.ndarray, brain: Optional[np.ndarray] = None) -> Tuple[float, float]:
+    """Display (min, max) of a map: fixed for Tmax (0–10 s), else the 1st–99th percentile of the finite values
+    inside the brain (all non-zero voxels without a brain mask); CBF/CBV/MTT start at 0."""
+    if map_name in FIXED_RANGES:
+        return FIXED_RANGES[map_name]
+    inside = values[brain] if brain is not None and brain.shape == values.shape else values[values != 0]
+    inside = inside[np.isfinite(inside)]
+    if inside.size == 0:
+        return 0.0, 1.0
+    low, high = np.percentile(inside, [1, 99])
+    if map_name in ("cbf", "cbv", "mtt"):
+        low = 0.0
+    if high <= low:
+        high = low + 1.0
+    return float(low), float(high)
+
+
+def _result_maps(result) -> Dict[str, np.ndarray]:
+    maps = getattr(result, "maps", None)
+    if maps is None:
+        raise NeuroContrastError("the perfusion pipeline returned no maps")
+    if hasattr(maps, "as_dict"):
+        maps = maps.as_dict()
+    return {k: v for k, v in dict(maps).items() if v is not None}
+
+
+def _result_curves(result, dsc) -> Optional[Curves]:
+    """The AIF actually used (after VOF rescaling), the raw AIF and the VOF of a ``PerfusionResult``."""
+    aif, vof = getattr(result, "aif", None), getattr(result, "vof", None)
+    if aif is None and vof is None:
+        return None
+    report_dict = getattr(result, "report", {}) or {}
+
+    def q(value):
+        return {k: float(v) for k, v in (value or {}).items()
+                if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+
+    raw = getattr(result, "aif_raw", None)
+    aif_mask, vof_mask = getattr(result, "aif_mask", None), getattr(result, "vof_mask", None)
+    return Curves(np.asarray(getattr(result, "times_s", np.arange(dsc.signal.shape[0]) * dsc.tr_s), float),
+                  None if aif is None else np.asarray(aif, float), None if vof is None else np.asarray(vof, float),
+                  q(report_dict.get("aif_quality")), q(report_dict.get("vof_quality")),
+                  int(np.sum(aif_mask)) if aif_mask is not None else 0,
+                  int(np.sum(vof_mask)) if vof_mask is not None else 0, "1/s",
+                  aif_raw=None if raw is None or aif is None or np.allclose(raw, aif) else np.asarray(raw, float))
+
+
+def _threshold_key(masks: Dict, threshold: float):
+    for key in masks:
+        if abs(float(key) - threshold) < 1e-6:
+            return key
+    return None
+
+
+def _find(scene, class_name: str, name: str):
+    nodes = scene.GetNodesByClassByName(class_name, name)
+    node = nodes.GetItemAsObject(0) if nodes.GetNumberOfItems() else None
+    return node
+
+
+def _first_present(scene, node_ids) -> Optional[str]:
+    for node_id in node_ids:
+        if scene.GetNodeByID(node_id) is not None:
+            return node_id
+    return None
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}"
+
+
+def segment_names(node) -> List[str]:
+    """Names of the segments of a segmentation node (empty for other nodes or None), for the segment pickers."""
+    if node is None or not node.IsA("vtkMRMLSegmentationNode"):
+        return []
+    seg = node.GetSegmentation()
+    return [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())]

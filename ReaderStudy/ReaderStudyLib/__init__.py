@@ -1,0 +1,1 @@
+"""ReaderStudy module logic (no Qt)."""

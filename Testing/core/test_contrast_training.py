@@ -1,0 +1,102 @@
+"""neurocontrast.training.contrast_training: layout, patient-wise folds, checkpoints, resume, determinism."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neurocontrast import weights
+from neurocontrast.errors import NeuroContrastError
+from neurocontrast.training import contrast_training as ct
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cases")
+    ct.make_synthetic_cases(root, 3, (24, 24, 24), seed=1)
+    return root
+
+
+def _config(**kw):
+    base = dict(task="virtual", name="toy", base_channels=2, depth=2, crop=16, batch_size=1, iterations=4,
+                validate_every=2, folds=3, fold=0, preprocessed=True)
+    base.update(kw)
+    return ct.TrainConfig(**base)
+
+
+def test_layout_and_patient_wise_split(cases, tmp_path):
+    found = ct.find_cases(cases)
+    assert [c.name for c in found] == ["case-000", "case-001", "case-002"]
+    groups = ct.split_folds(found, 3, seed=0)
+    assert sorted(i for g in groups for i in g) == [0, 1, 2] and all(len(g) == 1 for g in groups)
+    (tmp_path / "only").mkdir()
+    with pytest.raises(NeuroContrastError, match="at least two"):
+        ct.find_cases(tmp_path)
+    with pytest.raises(NeuroContrastError, match="does not exist"):
+        ct.find_cases(tmp_path / "absent")
+    with pytest.raises(NeuroContrastError, match="multiple"):
+        ct.TrainConfig(crop=20, depth=3).validate()
+    with pytest.raises(NeuroContrastError, match="t1c_low"):
+        ct.TrainConfig(channels=("t1", "flair")).validate()
+
+
+def test_prepared_case_has_simulated_lowdose_between_pre_and_post(cases, tmp_path):
+    arrays = ct.prepare_case(cases / "case-000", _config(), tmp_path / "cache")
+    brain = arrays["brain"]
+    assert brain.any() and arrays["t1c_low"].shape == brain.shape
+    lesion = weights_lesion = None
+    from neurocontrast.io import read_volume
+
+    lesion = read_volume(str(cases / "case-000" / "lesion_mask.nii.gz"))[0] > 0
+    enh_full = arrays["t1c"][lesion].mean() - arrays["t1"][lesion].mean()
+    enh_low = arrays["t1c_low"][lesion].mean() - arrays["t1"][lesion].mean()
+    assert 0 < enh_low < enh_full  # a quarter dose enhances less than the full dose
+    assert list((tmp_path / "cache").glob("case-000-virtual-same-grid.npz"))
+    again = ct.prepare_case(cases / "case-000", _config(), tmp_path / "cache")  # from the cache
+    assert np.array_equal(again["t1c_low"], arrays["t1c_low"])
+
+
+def test_train_writes_models_checkpoints_and_resumes_deterministically(cases, tmp_path):
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    info = ct.train(cases, out_a, _config(iterations=4))[0]
+    assert info.name == "toy-fold0" and weights.verify(info)
+    assert info.input_channels == ["t1", "flair", "t1c_low"]
+    assert info.training["validation_cases"] and not set(info.training["validation_cases"]) & set(
+        info.training["train_cases"])
+    state = json.loads((out_a / "fold0" / "state.json").read_text())
+    assert state["iteration"] == 4 and len(state["history"]) == 2
+    # resume to 6 iterations == training 6 iterations straight (same seed, per-iteration sampling)
+    resumed = ct.train(cases, out_a, _config(iterations=6), resume=True)[0]
+    straight = ct.train(cases, out_b, _config(iterations=6))[0]
+    assert json.loads((out_a / "fold0" / "state.json").read_text())["iteration"] == 6
+    from safetensors.torch import load_file
+
+    ca = load_file(str(out_a / "fold0" / "checkpoint.safetensors"))
+    cb = load_file(str(out_b / "fold0" / "checkpoint.safetensors"))
+    assert set(ca) == set(cb) and any(k.startswith("optim.") for k in ca)
+    for key in ca:
+        assert np.allclose(ca[key].numpy(), cb[key].numpy(), atol=1e-5), key
+    assert resumed.sha256 == straight.sha256 or resumed.training["best_iteration"] == straight.training["best_iteration"]
+
+
+def test_missing_channel_policy(cases, tmp_path):
+    cfg = _config(channels=("t1", "t2", "t1c_low"))
+    with pytest.raises(NeuroContrastError, match="t2"):
+        ct.train(cases, tmp_path / "x", cfg)
+    cfg = _config(channels=("t1", "t2", "t1c_low"), missing_channels="zero", iterations=2)
+    info = ct.train(cases, tmp_path / "y", cfg)[0]
+    assert info.input_channels == ["t1", "t2", "t1c_low"]
+
+
+def test_differential_training_and_batches(cases, tmp_path):
+    cfg = _config(task="differential", name="dtoy", doses=(0.25, 0.5), iterations=2)
+    info = ct.train(cases, tmp_path / "d", cfg)[0]
+    assert info.architecture == "ConditionalResidualUNet3D" and info.input_channels == ["z_low", "t1c_low"]
+    arrays = ct.prepare_case(cases / "case-001", cfg, tmp_path / "d" / "cache")
+    case = ct.build_differential_case("case-001", arrays, ct.case_metadata(cases / "case-001", cfg), cfg)
+    assert sorted(case.inputs) == [0.25, 0.5]
+    x, y, c, w = ct.sample_batch([case], cfg, np.random.default_rng(0))
+    assert x.shape == (1, 2, 16, 16, 16) and y.shape == (1, 1, 16, 16, 16) and c.shape == (1, 4)
+    assert w is not None and float(w.min()) >= 0
+    # the condition carries the dose
+    assert {round(float(v[0]), 3) for v in case.conditions.values()} == {0.25, 0.5}

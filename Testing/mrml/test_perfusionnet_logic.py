@@ -1,0 +1,274 @@
+"""PerfusionNet logic against a real MRML scene (slicer-core): inputs, curves, AIF suggestion, maps, outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicer
+
+from NeuroContrastLib import mrml, sampledata
+from neurocontrast.errors import NeuroContrastError
+from neurocontrast.io import DSCSeries, Geometry
+from PerfusionNetLib.logic import (PerfusionNetLogic, PerfusionNetParameters, available_methods, display_range,
+                                   segment_names)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from neurocontrast.perfusion.phantom import generate_phantom
+
+    return generate_phantom(**sampledata.phantom_options_for_tests())
+
+
+@pytest.fixture
+def loaded(mrml_scene, phantom):
+    nodes = sampledata.load_dsc_phantom(mrml_scene, phantom=phantom)
+    seg = nodes["segmentation"]
+    params = PerfusionNetParameters(dsc_node_id=nodes["sequence"].GetID(), aif_node_id=seg.GetID(),
+                                    aif_segment="AIF", vof_node_id=seg.GetID(), vof_segment="VOF",
+                                    brain_node_id=seg.GetID(), brain_segment="Brain")
+    return nodes, params
+
+
+def _dsc(phantom):
+    return DSCSeries(signal=phantom.signal, geometry=phantom.geometry, tr_s=phantom.tr_s, te_s=phantom.te_s, path=None)
+
+
+# ----------------------------------------------------------------------------------------- parameters
+
+def test_parameters_round_trip_through_the_parameter_node(mrml_scene):
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "PerfusionNet")
+    params = PerfusionNetParameters(dsc_node_id="vtkMRMLSequenceNode1", aif_segment="AIF", method="tikhonov",
+                                    tikhonov_lambda=0.3, tr_s=1.2, aif_mode="auto", output_prefix="pt 7")
+    params.write(node)
+    assert PerfusionNetParameters.read(node) == params
+    assert params.method_params() == {"lambda_": 0.3}
+    assert PerfusionNetParameters(method="tikhonov").method_params() == {"lambda_": "lcurve"}
+    assert PerfusionNetParameters(method="osvd", osvd_oi=0.1).method_params() == {"osvd_oi": 0.1}
+
+
+def test_parameter_problems(mrml_scene, loaded):
+    assert PerfusionNetParameters().problems(mrml_scene)[0] == "select the 4D DSC series"
+    nodes, params = loaded
+    assert params.problems(mrml_scene) == []
+    bad = PerfusionNetParameters(dsc_node_id=params.dsc_node_id, method="magic", svd_threshold=1.5)
+    found = bad.problems(mrml_scene)
+    assert any("AIF" in p for p in found) and any("magic" in p for p in found)
+    assert any("threshold" in p for p in found)
+    assert PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_mode="auto").problems(mrml_scene) == []
+    assert set(available_methods()) >= {"osvd", "csvd", "ssvd", "tikhonov"}
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+def test_oblique_geometry_round_trips_ras_lps(mrml_scene):
+    c, s = np.cos(0.3), np.sin(0.3)
+    geometry = Geometry.from_arrays((3, 4, 5), (1.5, 2.0, 4.0), (10.0, -20.0, 5.0), (c, -s, 0, s, c, 0, 0, 0, 1))
+    signal = np.random.default_rng(0).random((12, 3, 4, 5)).astype(np.float32)
+    sequence, _ = mrml.sequence_node_from_array(signal, geometry, 2.0, "oblique", mrml_scene, browser=False)
+    back, back_geometry, tr_s, te_s = mrml.series_from_sequence_node(sequence)
+    np.testing.assert_array_equal(back, signal)
+    assert back_geometry.same_as(geometry) and tr_s == 2.0 and te_s is None
+    # a voxel centre maps to the physical point SimpleITK computes (RAS = LPS with x, y negated)
+    ras = mrml.zyx_to_ras(mrml.first_frame_node(sequence), [[2, 1, 3]])[0]
+    lps = geometry.to_image(signal[0]).TransformIndexToPhysicalPoint((3, 1, 2))
+    np.testing.assert_allclose(ras, [-lps[0], -lps[1], lps[2]], atol=1e-9)
+
+
+def test_tr_from_index_in_ms_and_te_from_attributes(mrml_scene, phantom):
+    sequence, _ = mrml.sequence_node_from_array(phantom.signal, phantom.geometry, phantom.tr_s, "ms", mrml_scene)
+    for i in reversed(range(sequence.GetNumberOfDataNodes())):  # largest first: a numeric index stays sorted
+        sequence.UpdateIndexValue(sequence.GetNthIndexValue(i), f"{i * phantom.tr_s * 1000:g}")
+    sequence.SetIndexUnit("ms")
+    sequence.RemoveAttribute("NeuroContrast.EchoTime_s")
+    sequence.SetAttribute("MultiVolume.DICOM.EchoTime", "30")
+    _, _, tr_s, te_s = mrml.series_from_sequence_node(sequence)
+    assert tr_s == pytest.approx(phantom.tr_s) and te_s == pytest.approx(0.030)
+
+
+def test_multivolume_input(mrml_scene, phantom):
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "mv")
+    slicer.util.updateVolumeFromArray(node, np.moveaxis(phantom.signal, 0, -1).copy())
+    mrml.set_volume_node_geometry(node, phantom.geometry)
+    node.SetAttribute("MultiVolume.FrameLabels", ",".join(f"{i * 1500}" for i in range(phantom.signal.shape[0])))
+    node.SetAttribute("MultiVolume.DICOM.EchoTime", "30")
+    dsc, reference = PerfusionNetLogic(mrml_scene).load_dsc(PerfusionNetParameters(dsc_node_id=node.GetID()))
+    np.testing.assert_array_equal(dsc.signal, phantom.signal)
+    assert dsc.tr_s == pytest.approx(1.5) and dsc.te_s == pytest.approx(0.03) and reference is node
+
+
+def test_bad_inputs_give_clear_errors(mrml_scene, loaded, phantom):
+    logic = PerfusionNetLogic(mrml_scene)
+    volume = mrml.volume_node_from_array(phantom.signal[0], phantom.geometry, "3D", mrml_scene)
+    with pytest.raises(NeuroContrastError, match="expected a 4D DSC series"):
+        logic.load_dsc(PerfusionNetParameters(dsc_node_id=volume.GetID()))
+    short, _ = mrml.sequence_node_from_array(phantom.signal[:6], phantom.geometry, 1.5, "short", mrml_scene)
+    with pytest.raises(NeuroContrastError, match="at least 10"):
+        logic.load_dsc(PerfusionNetParameters(dsc_node_id=short.GetID()))
+    nodes, params = loaded
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "far")
+    points.AddControlPoint(900.0, 0.0, 0.0)
+    with pytest.raises(NeuroContrastError, match="outside the volume"):
+        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=points.GetID()))
+    with pytest.raises(NeuroContrastError, match="no segment 'Artery'"):
+        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=params.aif_node_id,
+                                                    aif_segment="Artery"))
+    empty = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    mrml.add_segment_from_mask(empty, np.zeros(phantom.geometry.shape, bool), mrml.first_frame_node(nodes["sequence"]),
+                               "nothing")
+    with pytest.raises(NeuroContrastError, match="cover no voxel"):
+        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=empty.GetID()))
+    assert segment_names(nodes["segmentation"]) == ["AIF", "VOF", "Brain"] and segment_names(points) == []
+
+
+# ----------------------------------------------------------------------------------------- curves and AIF
+
+def test_curves_table_plot_and_quality(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion import aif as aif_mod
+    from neurocontrast.perfusion import signal as signal_mod
+
+    nodes, params = loaded
+    curves, chart = PerfusionNetLogic(mrml_scene).update_curves(params)
+    baseline = signal_mod.detect_baseline(phantom.signal, phantom.tr_s)
+    delta = signal_mod.delta_r2star(phantom.signal, phantom.te_s, baseline)
+    np.testing.assert_allclose(curves.aif, aif_mod.curve_from_mask(delta, phantom.aif_mask), rtol=1e-4, atol=1e-3)
+    assert curves.unit == "1/s" and curves.aif_voxels == int(phantom.aif_mask.sum())
+    assert curves.aif_quality["peak"] == pytest.approx(aif_mod.aif_quality(curves.aif, phantom.tr_s)["peak"])
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    series = [chart.GetNthPlotSeriesNode(i) for i in range(2)]
+    assert sorted(s.GetYColumnName() for s in series) == ["AIF", "VOF"]
+    table = series[0].GetTableNode()
+    assert mrml.table_column(table, "Time (s)")[1] == pytest.approx(phantom.tr_s)
+    quality = slicer.mrmlScene.GetFirstNodeByName("PerfusionNet curves quality")
+    assert "peak" in mrml.table_column(quality, "Figure")
+    # a second update reuses the nodes
+    PerfusionNetLogic(mrml_scene).update_curves(params)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode") == 1
+
+
+def test_curves_from_markups_points(mrml_scene, loaded, phantom):
+    nodes, params = loaded
+    reference = mrml.first_frame_node(nodes["sequence"])
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF points")
+    for position in mrml.zyx_to_ras(reference, np.argwhere(phantom.aif_mask)):
+        points.AddControlPoint(*position)
+    by_points = PerfusionNetLogic(mrml_scene).compute_curves(
+        PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=points.GetID()))
+    by_segment = PerfusionNetLogic(mrml_scene).compute_curves(params)
+    np.testing.assert_allclose(by_points.aif, by_segment.aif, rtol=1e-6)
+    assert by_points.vof is None
+
+
+def test_suggest_aif_places_editable_points(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion import aif as aif_mod
+    from neurocontrast.perfusion import signal as signal_mod
+
+    nodes, params = loaded
+    points = PerfusionNetLogic(mrml_scene).suggest_aif(params, n_voxels=6)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    delta = signal_mod.delta_r2star(phantom.signal, phantom.te_s)
+    expected = aif_mod.suggest_aif(delta, phantom.tr_s, brain_mask=phantom.brain_mask, n_voxels=6)
+    count = points.GetNumberOfControlPoints()
+    assert 1 <= count <= 6 and count == int(expected.sum())  # fewer when the final cluster is smaller
+    assert [points.GetNthControlPointLabel(i) for i in range(count)] == [f"AIF-{i}" for i in range(1, count + 1)]
+    np.testing.assert_array_equal(mrml.mask_from_markups(points, reference), expected)
+    # ordered by peak height, and a second suggestion replaces the first
+    peaks = [delta[(slice(None), *idx)].max() for idx in mrml.ras_to_zyx(reference, [
+        points.GetNthControlPointPositionWorld(i) for i in range(count)])]
+    assert peaks == sorted(peaks, reverse=True)
+    PerfusionNetLogic(mrml_scene).suggest_aif(params, n_voxels=3)
+    assert mrml_scene.GetNodesByName("AIF candidates").GetNumberOfItems() == 1
+
+
+# ----------------------------------------------------------------------------------------- run
+
+def test_run_outputs_match_the_core_and_are_displayed(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion.pipeline import run_perfusion
+
+    nodes, params = loaded
+    messages = []
+    outputs = PerfusionNetLogic(mrml_scene).run(params, progress=lambda f, m: messages.append(f))
+    assert messages[0] == 0.0 and messages[-1] == 1.0 and messages == sorted(messages)
+    direct = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask, method="osvd",
+                           osvd_oi=params.osvd_oi)
+    assert set(outputs.map_nodes) == set(direct.maps)
+    for name, node in outputs.map_nodes.items():
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), direct.maps[name])
+        assert node.GetName() == f"DSCPhantom {name.upper()}"
+        assert mrml.geometry_from_volume_node(node).same_as(phantom.geometry)
+    tmax_display = outputs.map_nodes["tmax"].GetDisplayNode()
+    assert (tmax_display.GetWindow(), tmax_display.GetLevel()) == (10.0, 5.0)
+    assert not tmax_display.GetAutoWindowLevel()
+    assert tmax_display.GetColorNodeID() == "vtkMRMLColorTableNodeRainbow"
+    # Tmax > 6 s segmentation and its volume
+    reference = mrml.first_frame_node(nodes["sequence"])
+    segmentation = outputs.hypoperfusion_segmentation
+    mask = mrml.mask_from_segment(segmentation, "Tmax > 6 s", reference)
+    np.testing.assert_array_equal(mask, direct.hypoperfusion.masks[6.0])
+    measures = mrml.table_column(outputs.volumes_table, "Measure")
+    values = dict(zip(measures, mrml.table_column(outputs.volumes_table, "Value")))
+    assert measures[:4] == ["Tmax > 4 s", "Tmax > 6 s", "Tmax > 8 s", "Tmax > 10 s"]
+    assert values["Tmax > 6 s"] == pytest.approx(mask.sum() * phantom.geometry.voxel_volume_ml, abs=0.01)
+    assert values["Tmax > 6 s"] > 0
+    # curves of the run: AIF used (after VOF rescaling), raw AIF, VOF
+    assert outputs.curves_chart.GetNumberOfPlotSeriesNodes() >= 2
+    # a second run reuses the output nodes instead of piling up copies
+    before = mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    PerfusionNetLogic(mrml_scene).run(params)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before
+    assert mrml_scene.GetNodesByName("DSCPhantom Tmax>6s").GetNumberOfItems() == 1
+
+
+def test_run_refuses_invalid_parameters(mrml_scene, loaded):
+    nodes, params = loaded
+    with pytest.raises(NeuroContrastError, match="cannot run PerfusionNet: .*method 'nope'"):
+        PerfusionNetLogic(mrml_scene).run(PerfusionNetParameters(dsc_node_id=params.dsc_node_id,
+                                                                 aif_node_id=params.aif_node_id, method="nope"))
+    nodes["sequence"].RemoveAttribute("NeuroContrast.EchoTime_s")
+    with pytest.raises(NeuroContrastError, match="TE"):
+        PerfusionNetLogic(mrml_scene).run(params)
+
+
+def test_display_ranges():
+    values = np.arange(1, 101, dtype=np.float32).reshape(1, 10, 10)
+    assert display_range("tmax", values) == (0.0, 10.0)
+    low, high = display_range("cbf", values)
+    assert low == 0.0 and high == pytest.approx(np.percentile(values, 99))
+    low, high = display_range("ttp", values, brain=values > 50)
+    assert low == pytest.approx(np.percentile(values[values > 50], 1))
+    assert display_range("cbv", np.zeros((1, 2, 2), np.float32)) == (0.0, 1.0)
+
+
+def test_proxy_volume_and_browser_resolve_to_the_sequence(mrml_scene, loaded, phantom):
+    nodes, _ = loaded
+    proxy = nodes["browser"].GetProxyNode(nodes["sequence"])
+    assert proxy is not None and proxy.IsA("vtkMRMLScalarVolumeNode")
+    for node in (proxy, nodes["browser"]):
+        dsc, reference = PerfusionNetLogic(mrml_scene).load_dsc(PerfusionNetParameters(dsc_node_id=node.GetID()))
+        np.testing.assert_array_equal(dsc.signal, phantom.signal)
+        assert reference is nodes["sequence"].GetNthDataNode(0)
+
+
+def test_aif_free_method_needs_no_aif(mrml_scene, loaded):
+    from PerfusionNetLib.logic import method_needs_aif
+
+    nodes, params = loaded
+    assert method_needs_aif("osvd") and not method_needs_aif("tmaxnet")
+    assert PerfusionNetParameters(dsc_node_id=params.dsc_node_id, method="tmaxnet").problems(mrml_scene) == []
+    assert PerfusionNetParameters(dsc_node_id=params.dsc_node_id, method="stnet").problems(mrml_scene) != []
+
+
+def test_core_mask_adds_the_mismatch(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion import lesion
+
+    nodes, params = loaded
+    core = np.asarray(phantom.truth["territory"]) == 3
+    assert core.any()
+    mrml.add_segment_from_mask(nodes["segmentation"], core, mrml.first_frame_node(nodes["sequence"]), "Core")
+    params.core_node_id, params.core_segment = nodes["segmentation"].GetID(), "Core"
+    outputs = PerfusionNetLogic(mrml_scene).run(params)
+    values = dict(zip(mrml.table_column(outputs.volumes_table, "Measure"),
+                      mrml.table_column(outputs.volumes_table, "Value")))
+    expected = lesion.mismatch(outputs.result.hypoperfusion.masks[6.0], core, phantom.geometry)
+    assert values["Core"] == pytest.approx(expected["core_ml"], abs=0.01)
+    assert values["Mismatch"] == pytest.approx(expected["mismatch_ml"], abs=0.01)

@@ -1,0 +1,114 @@
+"""VirtualGadoliniumLib.logic against a real MRML scene (slicer-core): node ⇄ file geometry, command building,
+the subprocess run with progress, output import, DWI → ADC, models folder management."""
+
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+import slicer
+from neurocontrast import weights
+from neurocontrast.errors import NeuroContrastError
+from neurocontrast.networks.unet3d import ResidualUNet3D
+from neurocontrast.training.contrast_training import make_synthetic_cases
+from VirtualGadoliniumLib.logic import (CommandRunner, VirtualGadoliniumLogic, VirtualGadoliniumParameters,
+                                        image_to_volume, volume_to_image)
+
+CFG = dict(in_channels=3, out_channels=1, base_channels=2, depth=2, blocks_per_level=1, final_activation="sigmoid",
+           residual_channel=2)
+
+
+def _oblique_image():
+    arr = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.9, 1.1, 2.5))
+    img.SetOrigin((10.0, -20.0, 30.0))
+    angle = 0.3
+    img.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    return img
+
+
+def test_node_image_round_trip_keeps_lps_geometry(mrml_scene):
+    img = _oblique_image()
+    node = image_to_volume(img, "vol", scene=mrml_scene)
+    assert np.allclose(node.GetOrigin(), (-10.0, 20.0, 30.0))  # RAS in the node
+    back = volume_to_image(node)
+    assert np.allclose(back.GetOrigin(), img.GetOrigin()) and np.allclose(back.GetSpacing(), img.GetSpacing())
+    assert np.allclose(back.GetDirection(), img.GetDirection())
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(img))
+
+
+def test_parameters_validation(mrml_scene):
+    node = image_to_volume(_oblique_image(), "v", scene=mrml_scene)
+    p = VirtualGadoliniumParameters(mode="virtual", t1=node)
+    assert p.isValid() == (False, "select the low-dose T1c")
+    p.contrast = node
+    assert p.isValid()[1] == "select the T2-FLAIR"
+    p.flair = node
+    assert p.isValid() == (True, "")
+    p.repeat = 2
+    assert not p.isValid()[0]
+    p = VirtualGadoliniumParameters(mode="differential", t1=node, contrast=node, dose=1.5)
+    assert "dose" in p.isValid()[1]
+    p = VirtualGadoliniumParameters(mode="amplify", t1=node, flair=node, contrast=node, dwi_b0=node)
+    assert "DWI" in p.isValid()[1]
+
+
+def test_run_in_subprocess_and_import_outputs(mrml_scene, tmp_path, monkeypatch):
+    case = make_synthetic_cases(tmp_path / "data", 1, (16, 20, 24), seed=2)[0]
+    torch.manual_seed(0)
+    models = tmp_path / "models"
+    weights.save_model(ResidualUNet3D(**CFG).state_dict(), models, "tiny-fold0", "ResidualUNet3D", CFG,
+                       input_channels=["t1", "flair", "t1c_low"])
+    nodes = {n: image_to_volume(sitk.ReadImage(str(case / f"{n}.nii.gz")), n, scene=mrml_scene)
+             for n in ("t1", "flair", "t1c")}
+    # DWI pair instead of ADC: exported as adc.nii.gz, ignored by a model without an ADC channel
+    b0 = image_to_volume(sitk.ReadImage(str(case / "t1.nii.gz")), "b0", scene=mrml_scene)
+    logic = VirtualGadoliniumLogic(scene=mrml_scene)
+    p = VirtualGadoliniumParameters(mode="amplify", t1=nodes["t1"], flair=nodes["flair"], contrast=nodes["t1c"],
+                                    dwi_b0=b0, dwi_high=b0, tta=2, models_dir=str(models), model="tiny",
+                                    preprocessed=True, repeat=2)
+    inputs = logic.export_inputs(p, str(tmp_path / "inputs"))
+    assert sorted(inputs) == ["adc", "flair", "t1", "t1c"]
+    adc = sitk.GetArrayFromImage(sitk.ReadImage(inputs["adc"]))
+    assert np.allclose(adc, 0.0)  # identical b0 and high-b → no diffusion
+    command = logic.build_command(p, inputs, str(tmp_path / "out"))
+    assert command[:5] == [sys.executable, "-m", "neurocontrast", "contrast", "amplify"]
+    assert "--progress-lines" in command and command[command.index("--repeat") + 1] == "2"
+    assert command[command.index("--models-dir") + 1] == str(models)
+    seen = []
+    monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
+    out = logic.run(p, progress=lambda f, m: seen.append(f), timeout=300)
+    assert set(out) >= {"amplified", "enhancement", "brain_mask"}
+    assert max(seen) == pytest.approx(1.0)
+    result = out["amplified"]
+    assert result.GetImageData().GetDimensions() == nodes["t1c"].GetImageData().GetDimensions()
+    assert np.allclose(result.GetOrigin(), nodes["t1c"].GetOrigin())
+    assert slicer.util.arrayFromVolume(result).max() > 0
+    assert result.GetName() == "t1c amplified"
+
+
+def test_failed_command_reports_its_error(mrml_scene, tmp_path):
+    node = image_to_volume(_oblique_image(), "v", scene=mrml_scene)
+    logic = VirtualGadoliniumLogic(scene=mrml_scene)
+    p = VirtualGadoliniumParameters(mode="virtual", t1=node, flair=node, contrast=node, model="absent-model",
+                                    models_dir=str(tmp_path), preprocessed=True)
+    with pytest.raises(NeuroContrastError, match="absent-model"):
+        logic.run(p, timeout=120)
+    runner = CommandRunner([sys.executable, "-c", "print('PROGRESS 0.5 half'); import sys; sys.exit(3)"])
+    status = runner.wait(timeout=60)
+    assert status["returncode"] == 3 and status["fraction"] == 0.5 and status["message"] == "half"
+
+
+def test_models_folder_browse_and_clear(tmp_path):
+    folder = tmp_path / "user-models"
+    weights.save_model({"w": torch.zeros(2)}, folder, "mine", "ResidualUNet3D", {})
+    listed = VirtualGadoliniumLogic.available_models(folder)
+    assert listed[0]["name"] == "mine" and not listed[0]["shipped"]
+    assert VirtualGadoliniumLogic.models_folder(VirtualGadoliniumParameters(models_dir=str(folder))) == folder
+    assert VirtualGadoliniumLogic.clear_models_folder(folder) == 2
+    assert not list(folder.iterdir())
+    with pytest.raises(NeuroContrastError, match="shipped"):
+        VirtualGadoliniumLogic.clear_models_folder(weights.PACKAGE_MODELS_DIR)

@@ -1,0 +1,1 @@
+"""VirtualGadolinium logic package (MRML ⇄ neurocontrast core; no Qt)."""
