@@ -50,10 +50,12 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         for method in available_methods():
             self.ui.methodComboBox.addItem(METHOD_LABELS.get(method, method), method)
-        self.ui.aifSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCurveInputChanged)
-        self.ui.vofSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCurveInputChanged)
-        self.ui.brainSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCurveInputChanged)
-        self.ui.coreSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onCurveInputChanged)
+        self.segmentPickers = ((self.ui.aifSelector, self.ui.aifSegmentComboBox),
+                               (self.ui.vofSelector, self.ui.vofSegmentComboBox),
+                               (self.ui.brainSelector, self.ui.brainSegmentComboBox),
+                               (self.ui.coreSelector, self.ui.coreSegmentComboBox))
+        for selector, combo in self.segmentPickers:
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node, c=combo: self.onSelectorChanged(node, c))
         self.ui.aifSegmentComboBox.connect("currentIndexChanged(int)", lambda i: self.curvesTimer.start())
         self.ui.vofSegmentComboBox.connect("currentIndexChanged(int)", lambda i: self.curvesTimer.start())
         self.ui.updateCurvesButton.connect("clicked()", self.onUpdateCurves)
@@ -97,7 +99,6 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trSpinBox.value = params.tr_s
         self.ui.teSpinBox.value = params.te_s
         self.ui.outputPrefixLineEdit.text = params.output_prefix
-        self.onCurveInputChanged()
         for combo, segment in ((self.ui.aifSegmentComboBox, params.aif_segment),
                                (self.ui.vofSegmentComboBox, params.vof_segment),
                                (self.ui.brainSegmentComboBox, params.brain_segment),
@@ -106,18 +107,15 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.currentIndex = combo.findText(segment)
 
     # -- live curves
-    def onCurveInputChanged(self, unused=None):
-        for combo, selector in ((self.ui.aifSegmentComboBox, self.ui.aifSelector),
-                                (self.ui.vofSegmentComboBox, self.ui.vofSelector),
-                                (self.ui.brainSegmentComboBox, self.ui.brainSelector),
-                                (self.ui.coreSegmentComboBox, self.ui.coreSelector)):
-            combo.clear()
-            combo.addItems(segment_names(selector.currentNode()))
-        for node in self._observed:
-            self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.onCurveNodeModified)
-        self._observed = [n for n in (self.ui.aifSelector.currentNode(), self.ui.vofSelector.currentNode()) if n]
-        for node in self._observed:
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onCurveNodeModified)
+    def onSelectorChanged(self, node, combo):
+        combo.clear()
+        combo.addItems(segment_names(node))
+        for observed in self._observed:
+            self.removeObserver(observed, vtk.vtkCommand.ModifiedEvent, self.onCurveNodeModified)
+        self._observed = list({n.GetID(): n for n in (self.ui.aifSelector.currentNode(),
+                                                      self.ui.vofSelector.currentNode()) if n}.values())
+        for observed in self._observed:
+            self.addObserver(observed, vtk.vtkCommand.ModifiedEvent, self.onCurveNodeModified)
         self.curvesTimer.start()
 
     def onCurveNodeModified(self, caller=None, event=None):

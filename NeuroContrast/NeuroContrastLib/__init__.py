@@ -1,5 +1,6 @@
 """Logic of the NeuroContrast hub Slicer module (no Qt; tested with ``slicer-core`` in Testing/mrml).
 
+- :mod:`NeuroContrastLib.logic` -- the object the hub widget calls (dependencies, settings, models, sample).
 - :mod:`NeuroContrastLib.dependencies` -- check (importlib.metadata, no import) and lazy installation.
 - :mod:`NeuroContrastLib.settings` -- compute device, CPU threads, models folder in an injected QSettings-like store.
 - :mod:`NeuroContrastLib.registry` -- the model registry as rows / a table node, sha256 verification.

@@ -1,6 +1,6 @@
 """Preprocessing: atlas registration, brain extraction, standardisation and the exact way back (issue 4,
 proofs "Round trip" and "Bad input"). One real run on tcga-fg-6692 (5.5 mm, with skull) is shared by the
-module (registration preset "fast": two coarse pyramid levels; everything else as in production)."""
+module, with the production settings."""
 
 import importlib.util
 import json
@@ -23,7 +23,7 @@ _spec.loader.exec_module(_conftest)
 def tcga():
     case = _conftest.require_shared("brain/tcga-fg-6692")
     result = P.preprocess({"t1": case / "t1.nii.gz", "t1c": case / "t1c.nii.gz"}, reference="t1",
-                          skull_stripper="atlas", registration="fast")
+                          skull_stripper="atlas", registration="default")
     return case, result
 
 

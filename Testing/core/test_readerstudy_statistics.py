@@ -38,6 +38,32 @@ def test_clopper_pearson_reproduces_every_table5_se_interval(x, n, low, high):
     assert lo < x / n < hi
 
 
+# Bône et al. 2022, Table 5: reader-average SE [CI] from the two readers' counts (T1c, T1c-pro per stratum)
+BONE_AVERAGE_CELLS = [
+    ((106, 187), (111, 187), 51, 65), ((138, 187), (142, 187), 68, 81),     # >= 0 mm
+    ((100, 145), (103, 145), 62, 77), ((124, 145), (123, 145), 78, 91),     # >= 5 mm
+    ((77, 89), (79, 89), 79, 94), ((85, 89), (85, 89), 89, 99),             # >= 10 mm
+]
+
+
+@pytest.mark.parametrize("r1,r2,low,high", BONE_AVERAGE_CELLS)
+def test_reader_average_se_interval_reproduces_bone_table5(r1, r2, low, high):
+    lo, hi = st.average_clopper_pearson([r1, r2])
+    assert (st.round_half_up(100 * lo, 0), st.round_half_up(100 * hi, 0)) == (low, high)
+
+
+def test_reader_average_fdr_interval_consistent_with_bone_table5():
+    # 0.05 [±0.04]: R1 3/79 and R2 5/79 FPs; per-case averages with two shared cases fit the half-width,
+    # whereas the mean of the two readers' own half-widths (±0.05) does not
+    r1 = np.zeros(79)
+    r2 = np.zeros(79)
+    r1[[0, 1, 2]] = 1
+    r2[[0, 1, 3, 4, 5]] = 1
+    mean, hw = st.fdr_interval((r1 + r2) / 2)
+    assert st.round_half_up(mean, 2) == 0.05 and st.round_half_up(hw, 2) == 0.04
+    assert st.round_half_up((st.fdr_interval(r1)[1] + st.fdr_interval(r2)[1]) / 2, 2) == 0.05
+
+
 def test_clopper_pearson_edges_and_errors():
     assert st.clopper_pearson(0, 10)[0] == 0.0
     assert st.clopper_pearson(10, 10)[1] == 1.0
@@ -63,6 +89,20 @@ def test_detection_metrics_se_ppv_f1_from_counts(tp, fp, n_ref, se, ppv, f1):
     assert st.round_half_up(100 * m.ppv, 0) == ppv
     assert st.round_half_up(100 * m.f1, 0) == f1
     assert m.fdr == pytest.approx(fp / N_CASES)
+
+
+# Bône et al. 2022, Table 5: (tp, fp, reference lesions, SE %, PPV %, F1 %) per reader x sequence x stratum
+BONE_COUNT_CELLS = [
+    (106, 3, 187, 57, 97, 72), (138, 7, 187, 74, 95, 83), (111, 5, 187, 59, 96, 73), (142, 15, 187, 76, 90, 83),
+    (100, 2, 145, 69, 98, 81), (124, 3, 145, 86, 98, 91), (103, 5, 145, 71, 95, 81), (123, 7, 145, 85, 95, 89),
+    (77, 0, 89, 87, 100, 93), (85, 1, 89, 96, 99, 97), (79, 3, 89, 89, 96, 92), (85, 2, 89, 96, 98, 97),
+]
+
+
+@pytest.mark.parametrize("tp,fp,n_ref,se,ppv,f1", BONE_COUNT_CELLS)
+def test_detection_metrics_bone_table5(tp, fp, n_ref, se, ppv, f1):
+    m = st.detection_metrics(tp=tp, fn=n_ref - tp, fp=fp, n_cases=79)
+    assert [st.round_half_up(100 * v, 0) for v in (m.se, m.ppv, m.f1)] == [se, ppv, f1]
 
 
 def _vector(nonzero):

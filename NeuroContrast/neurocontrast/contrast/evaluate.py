@@ -7,7 +7,7 @@ out_dir="contrast_evaluation", *, pre_path=None, progress=None) -> dict``
     what ``neurocontrast evaluate contrast`` calls. Writes to ``out_dir``: ``metrics.csv`` (one row per image:
     low, virtual, reference), ``metrics.json``, ``report.md`` and ``comparison.png`` (low-dose, virtual and
     reference slices and their enhancement maps side by side). Returns {"csv", "json", "markdown", "png",
-    "rows": [dict per image], "slice_index", "mask_source"}.
+    "rows": [dict per image], "slice_index" (axial slice of the figure, LPS-oriented volume), "mask_source"}.
 ``evaluate_arrays(low, virtual, reference, brain_mask, pre=None, lesion_mask=None, spacing=(1,1,1)) -> rows``
 
 Method (Ammari et al. 2022, Methods "Statistical analysis" and Table 3; Bône et al., Table 4)
@@ -119,10 +119,10 @@ def _figure(std: Dict[str, np.ndarray], maps: Optional[Dict[str, np.ndarray]], k
     fig, axes = plt.subplots(rows, 3, figsize=(12, 4.2 * rows), squeeze=False)
     vmax = max(float(maps[n][k].max()) for n in names) if maps is not None else 1.0
     for j, n in enumerate(names):
-        axes[0, j].imshow(std[n][k], cmap="gray", vmin=0, vmax=1, origin="lower")
+        axes[0, j].imshow(std[n][k], cmap="gray", vmin=0, vmax=1)
         axes[0, j].set_title(f"{n} T1c (slice {k})")
         if maps is not None:
-            axes[1, j].imshow(maps[n][k], cmap="magma", vmin=0, vmax=max(vmax, 1e-6), origin="lower")
+            axes[1, j].imshow(maps[n][k], cmap="magma", vmin=0, vmax=max(vmax, 1e-6))
             axes[1, j].set_title(f"{n} enhancement map")
     for ax in axes.ravel():
         ax.axis("off")
@@ -204,8 +204,15 @@ def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=No
         maps = {n: M.enhancement_map(v, pre_s) * brain for n, v in std.items()}
         if focus is None:
             focus = M.otsu_binarise(maps["reference"], brain)[0]
-    k = _choose_slice(brain, focus)
-    _figure(std, maps, k, png_path, "standardised intensities (brain z-score, 1-99 % clip, [0, 1])")
+    # display in radiological LPS order (anterior up, patient right on the left) whatever the file's axes
+    def lps(a):
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(geo.to_image(np.asarray(a, np.float32)), "LPS"))
+
+    std_v = {n: lps(v) for n, v in std.items()}
+    maps_v = None if maps is None else {n: lps(v) for n, v in maps.items()}
+    brain_v = lps(brain) > 0.5
+    k = _choose_slice(brain_v, None if focus is None else lps(focus) > 0.5)
+    _figure(std_v, maps_v, k, png_path, "standardised intensities (brain z-score, 1-99 % clip, [0, 1])")
     info = {"low": os.fspath(low_path), "virtual": os.fspath(virtual_path), "reference": os.fspath(reference_path),
             "pre": None if pre_path is None else os.fspath(pre_path), "mask_source": mask_source,
             "lesion_mask": None if lesion_mask_path is None else os.fspath(lesion_mask_path),

@@ -82,12 +82,15 @@ def _default_mask(post: np.ndarray) -> np.ndarray:
 
 
 def simulate_lowdose(pre: np.ndarray, post: np.ndarray, dose: float = 0.25, brain_mask: Optional[np.ndarray] = None,
-                     seed: int = 0) -> LowDoseResult:
+                     seed: int = 0, sigma_acquisition: Optional[float] = None) -> LowDoseResult:
     """Simulate a low-dose post-contrast T1 (see the module docstring for the model and its source).
 
     pre, post: (z, y, x) arrays on one grid (co-registered), float, same units up to a linear map.
     dose: fraction of the standard dose in (0, 1]. brain_mask: bool (z, y, x) for the radiometric fit and
     the noise estimate (default: the image foreground). seed: random generator seed (reproducible noise).
+    sigma_acquisition: the noise SD of one acquisition in post units when known (e.g. measured in air or on
+    a repeat scan); by default σ_sub/√2. When pre and post are different sequences (BraTS T1 vs T1c) the
+    subtraction "noise" includes structural mismatch and the default overestimates it.
     Returns :class:`LowDoseResult` (image float32, post units; negative values are kept, as in the data).
     Raises NeuroContrastError on a dose outside (0, 1], shapes that differ, non-3D arrays, NaNs, a tiny mask.
     """
@@ -105,7 +108,12 @@ def simulate_lowdose(pre: np.ndarray, post: np.ndarray, dose: float = 0.25, brai
     pre_m = match.scale * pre + match.offset
     z = post - pre_m
     sigma_sub = noise_sigma(z, mask)
-    sigma_a = sigma_sub / np.sqrt(2.0)
+    if sigma_acquisition is None:
+        sigma_a = sigma_sub / np.sqrt(2.0)
+    else:
+        sigma_a = float(sigma_acquisition)
+        if not np.isfinite(sigma_a) or sigma_a < 0:
+            raise NeuroContrastError(f"sigma_acquisition must be a finite value >= 0, got {sigma_acquisition!r}")
     sigma_add = sigma_a * np.sqrt(max(0.0, 2.0 * dose * (1.0 - dose)))
     rng = np.random.default_rng(seed)
     low = pre_m + dose * z

@@ -133,8 +133,9 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
         if r == 0:
             ax.set_title("baseline S0, AIF / VOF", fontsize=10)
             if np.allclose(np.asarray(geo.direction).reshape(3, 3), np.eye(3), atol=0.2):
-                ax.text(0.02, 0.5, "R", transform=ax.transAxes, color="yellow", fontsize=8, va="center")
-                ax.text(0.98, 0.5, "L", transform=ax.transAxes, color="yellow", fontsize=8, va="center", ha="right")
+                for xpos, letter, ha in ((0.02, "R", "left"), (0.98, "L", "right")):
+                    ax.text(xpos, 0.97, letter, transform=ax.transAxes, color="#ffd700", fontsize=9,
+                            fontweight="bold", va="top", ha=ha)
         _clean(ax)
         for c, name in enumerate(names, start=1):
             label, unit, cmap, fixed = MAP_STYLE[name]
@@ -174,8 +175,9 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
     if result.vof is not None:
         ax.plot(t, result.vof, color="#1f77b4", lw=1.8, label="VOF" + _quality_text(rep.get("vof_quality") or {}))
     bl = rep.get("parameters", {}).get("baseline_frames")
-    if bl:
-        ax.axvspan(t[bl[0]], t[min(bl[1], len(t)) - 1], color="#cccccc", alpha=0.4, lw=0, label="baseline")
+    tr = rep.get("input", {}).get("tr_s")
+    if bl and tr:  # frame indices of the original series
+        ax.axvspan(bl[0] * tr, (bl[1] - 1) * tr, color="#cccccc", alpha=0.4, lw=0, label="baseline (S0)")
     ax.set_xlabel("time (s)", fontsize=9)
     ax.set_ylabel("ΔR2* (1/s)", fontsize=9)
     ax.set_title("arterial and venous curves", fontsize=10)

@@ -108,7 +108,7 @@ def _detection_rows(data: StudyData, pairings: Dict) -> List[Dict]:
     strata = data.design.analysis["size_strata_mm"]
     for condition in data.design.conditions:
         for t in strata:
-            averages = []
+            averages, per_case_fp = [], {}
             for reader in data.design.readers:
                 cases = data.cases_with([(reader, condition)])
                 if not cases:
@@ -120,6 +120,7 @@ def _detection_rows(data: StudyData, pairings: Dict) -> List[Dict]:
                     s = next(s for s in p["strata"] if s["min_long_mm"] == float(t))
                     tp, fn, fp = tp + s["tp"], fn + s["fn"], fp + s["fp"]
                     fp_case.append(s["fp"])
+                    per_case_fp.setdefault(case, {})[reader] = s["fp"]
                     x_case.append(s["tp"])
                     m_case.append(s["n_reference"])
                 m = st.detection_metrics(tp, fn, fp, len(cases), fp_case if len(cases) > 1 else None)
@@ -135,9 +136,17 @@ def _detection_rows(data: StudyData, pairings: Dict) -> List[Dict]:
                 rows.append(row)
                 averages.append(row)
             if len(averages) > 1:
+                # Bône et al. Table 5: SE interval = mean of the readers' Clopper–Pearson bounds; FDR interval =
+                # Student t on the per-case FP counts averaged over readers (cases all readers read)
+                counts = [(r["tp"], r["tp"] + r["fn"]) for r in averages if r["tp"] + r["fn"] > 0]
+                low, high = st.average_clopper_pearson(counts) if len(counts) == len(averages) else (
+                    float("nan"), float("nan"))
+                shared = [np.mean(list(v.values())) for v in per_case_fp.values() if len(v) == len(averages)]
+                half = st.fdr_interval(shared)[1] if len(shared) > 1 else float("nan")
                 rows.append({"reader": "average", "condition": condition, "min_long_mm": float(t),
                              "n_cases": int(np.mean([r["n_cases"] for r in averages])),
                              **{k: float(np.nanmean([r[k] for r in averages])) for k in ("se", "ppv", "f1", "fdr")},
+                             "se_low": low, "se_high": high, "fdr_half_width": half,
                              "tp": sum(r["tp"] for r in averages), "fn": sum(r["fn"] for r in averages),
                              "fp": sum(r["fp"] for r in averages)})
     return rows
@@ -376,8 +385,12 @@ def _table5(design: StudyDesign, detection: List[Dict], comparisons: List[Dict])
                     r = det.get(("average", c, t))
                     if r is None:
                         row.append("n/a")
+                    elif metric == "SE":
+                        row.append(f"{_pct(r['se'])} [{_pct(r['se_low'])[:-1]}; {_pct(r['se_high'])[:-1]}]")
+                    elif metric == "FDR":
+                        row.append(f"{r['fdr']:.2f} [±{r['fdr_half_width']:.2f}]")
                     else:
-                        row.append(f"{r['fdr']:.2f}" if metric == "FDR" else _pct(r[metric.lower()]))
+                        row.append(_pct(r[metric.lower()]))
             grid.append(row)
     return grid
 

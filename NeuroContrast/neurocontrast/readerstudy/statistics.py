@@ -24,7 +24,7 @@ from scipy import stats
 from neurocontrast.errors import NeuroContrastError
 
 __all__ = [
-    "clopper_pearson", "mcnemar_midp", "fdr_interval", "wilcoxon_signed_rank", "format_p", "format_p_label",
+    "clopper_pearson", "average_clopper_pearson", "mcnemar_midp", "fdr_interval", "wilcoxon_signed_rank", "format_p", "format_p_label",
     "round_half_up", "detection_metrics", "DetectionMetrics", "paired_t_test", "unpaired_t_test",
     "clustered_proportion", "clustered_difference", "weighted_kappa", "bland_altman", "icc",
 ]
@@ -83,6 +83,19 @@ def clopper_pearson(x: int, n: int, alpha: float = 0.05) -> Tuple[float, float]:
     low = 0.0 if x == 0 else float(stats.beta.ppf(alpha / 2, x, n - x + 1))
     high = 1.0 if x == n else float(stats.beta.ppf(1 - alpha / 2, x + 1, n - x))
     return low, high
+
+
+def average_clopper_pearson(counts: Sequence[Tuple[int, int]], alpha: float = 0.05) -> Tuple[float, float]:
+    """Reader-average SE interval: the mean of the readers' Clopper–Pearson bounds.
+
+    ``counts``: [(x_reader, n_reader), ...]. This reproduces all six reader-average SE intervals of Bône et
+    al. 2022, Table 5 (e.g. 106/187 and 111/187 → [51; 65]); the pooled interval of Σx/Σn does not.
+    Returns (low, high) fractions. Raises on an empty list or invalid counts.
+    """
+    if not counts:
+        raise NeuroContrastError("average_clopper_pearson needs at least one (x, n) pair")
+    bounds = np.array([clopper_pearson(x, n, alpha) for x, n in counts])
+    return float(bounds[:, 0].mean()), float(bounds[:, 1].mean())
 
 
 def mcnemar_midp(b: int, c: int) -> float:
