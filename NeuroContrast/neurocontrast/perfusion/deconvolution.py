@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+from scipy.linalg import blas  # imported before threadpool_limits so that its OpenBLAS is limited too
 from threadpoolctl import threadpool_limits
 
 from neurocontrast.errors import NeuroContrastError
@@ -231,8 +232,6 @@ def osvd(tissue: np.ndarray, aif: np.ndarray, tr_s: float, oi: float = OSVD_OI,
     chosen = np.empty(n, dtype=np.float32)
 
     def run_chunk(c0: int) -> None:
-        from scipy.linalg import blas
-
         c = np.ascontiguousarray(tissue[:, c0:c0 + chunk_size], dtype=np.float32)
         m = c.shape[1]
         b = proj @ c                                                          # (L, m) = S^-1 U^T c

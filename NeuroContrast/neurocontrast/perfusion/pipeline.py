@@ -207,6 +207,8 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
     method : a key of :data:`MAP_METHODS` (osvd, csvd, ssvd, tikhonov, stnet, tmaxnet).
     constants : ``PerfusionConstants`` (hematocrits 0.45/0.25, density 1.04 g/mL by default).
     core_mask : (Z, Y, X) optional infarct core (e.g. ADC < 620); adds the mismatch summary.
+    smoothing_fwhm_mm : in-plane Gaussian smoothing of the tissue ΔR2* inside the brain before
+        deconvolution (:func:`smooth_in_mask`), FWHM in mm; 0 (default) = none. The AIF/VOF are taken unsmoothed.
     progress : callback(fraction, message). params : method parameters passed to ``compute_maps``
         (``osvd_oi``, ``ssvd_threshold``, ``lambda_`` ...).
 
@@ -231,6 +233,8 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
     entry = MAP_METHODS[method]
     if aif not in ("mask", "auto"):
         raise NeuroContrastError(f"aif must be 'mask' or 'auto', got {aif!r}")
+    if smoothing_fwhm_mm is None or not np.isfinite(smoothing_fwhm_mm) or smoothing_fwhm_mm < 0:
+        raise NeuroContrastError(f"smoothing_fwhm_mm must be >= 0 mm, got {smoothing_fwhm_mm!r}")
     signal = np.asarray(dsc.signal)
     if signal.ndim != 4:
         raise NeuroContrastError(f"the DSC series must be 4D (t, z, y, x), got shape {signal.shape}")
@@ -266,9 +270,10 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
         raise NeuroContrastError("the brain mask is empty: it selects no voxel")
     s0 = signal[baseline[0]:baseline[1]].mean(axis=0)
     dr2 = None
-    if entry.kind == "deconvolution" or entry.needs_aif or aif == "auto":
-        if te_s is None or not te_s > 0:
-            raise NeuroContrastError(f"TE must be a positive echo time in s to compute ΔR2* (give --te), got {te_s!r}")
+    te_ok = te_s is not None and np.isfinite(te_s) and te_s > 0
+    if not te_ok and aif == "auto":
+        raise NeuroContrastError(f"TE must be a positive echo time in s for the automatic AIF (give --te), got {te_s!r}")
+    if te_ok:  # networks work on the signal; ΔR2* then only feeds the AIF/VOF curves of the report
         dr2 = _delta_r2star(signal_mod, signal, te_s, baseline)
     timings["delta_r2star_s"] = time.perf_counter() - t0
 

@@ -88,13 +88,14 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
     aspect = ((y1 - y0) * sy) / ((x1 - x0) * sx)
     panel_w = 2.35
     fig_w = panel_w * cols + 0.6
-    fig_h = rows * panel_w * aspect + 0.9 + 3.2 + 0.8
+    maps_h = rows * panel_w * aspect + 0.06 * (rows - 1)
+    heights = [maps_h, 0.13, 0.75, 3.2]  # maps, colour bars, room for their labels, curves and table
+    fig_h = sum(heights) + 0.85 + 0.45
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=110, facecolor="white")
-    outer = gridspec.GridSpec(2, 1, height_ratios=[rows * panel_w * aspect + 0.9, 3.2], hspace=0.22,
-                              left=0.05, right=0.985, top=1 - 0.75 / fig_h, bottom=0.45 / fig_h)
-    grid = gridspec.GridSpecFromSubplotSpec(rows + 1, cols, subplot_spec=outer[0],
-                                            height_ratios=[panel_w * aspect] * rows + [0.09],
-                                            hspace=0.06, wspace=0.05)
+    outer = gridspec.GridSpec(4, 1, height_ratios=heights, hspace=0.0,
+                              left=0.05, right=0.985, top=1 - 0.85 / fig_h, bottom=0.45 / fig_h)
+    grid = gridspec.GridSpecFromSubplotSpec(rows, cols, subplot_spec=outer[0], hspace=0.06, wspace=0.05)
+    cbar_grid = gridspec.GridSpecFromSubplotSpec(1, cols, subplot_spec=outer[1], wspace=0.05)
     rep = result.report
     head = title or "NeuroContrast perfusion"
     method = rep.get("method", "?")
@@ -154,13 +155,13 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
                 ax.set_title(label, fontsize=10)
             _clean(ax)
             if r == rows - 1:
-                cax = fig.add_subplot(grid[rows, c])
+                cax = fig.add_subplot(cbar_grid[0, c])
                 cb = fig.colorbar(im, cax=cax, orientation="horizontal")
                 cb.ax.tick_params(labelsize=7.5)
                 cb.set_label(unit, fontsize=8)
     fig.text(0.985, 1 - 0.5 / fig_h, "white outline: Tmax > 6 s", ha="right", fontsize=9, color="#444444")
 
-    bottom = gridspec.GridSpecFromSubplotSpec(1, 2, subplot_spec=outer[1], width_ratios=[1.5, 1.0], wspace=0.12)
+    bottom = gridspec.GridSpecFromSubplotSpec(1, 2, subplot_spec=outer[3], width_ratios=[1.5, 1.0], wspace=0.12)
     ax = fig.add_subplot(bottom[0, 0])
     t = result.times_s
     if result.aif is not None:
