@@ -134,10 +134,12 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         k_naive, thr_naive = naive_osvd(tissue, aif, TR)
         t_naive = time.perf_counter() - t0
-        same = float(np.mean(thr_fast == thr_naive))
-        diff = float(np.abs(k_fast - k_naive).max() / np.abs(k_naive).max())
-        print(f"osvd core naive (one solve + OI per threshold): {t_naive:.2f} s  → ratio {t_naive / t_fast:.1f}x; "
-              f"same threshold in {100 * same:.3f} % of voxels, max rel. residue difference {diff:.1e}")
+        n_diff = int(np.count_nonzero(thr_fast != thr_naive))
+        per_voxel = np.abs(k_fast - k_naive).max(axis=0) / np.maximum(np.abs(k_naive).max(axis=0), 1e-30)
+        print(f"osvd core naive (one solve + OI per threshold): {t_naive:.2f} s  → ratio {t_naive / t_fast:.1f}x")
+        print(f"  agreement: different threshold in {n_diff} of {n} voxels (OI within float32 rounding of the "
+              f"limit); per-voxel max relative residue difference: median {np.median(per_voxel):.1e}, "
+              f"99.99th percentile {np.percentile(per_voxel, 99.99):.1e}")
     print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, "
           f"load average {__import__('os').getloadavg()[0]:.1f}")
     return 0

@@ -46,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ensemble", type=int, default=None)
     parser.add_argument("--tta", type=int, default=None)
     parser.add_argument("--lesion-label", type=int, default=1)
+    parser.add_argument("--differential-model", default="differential-demo", help="'' to skip")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only simulate the low dose and preprocess (cached in OUT/prepared.npz + record)")
     args = parser.parse_args(argv)
     case, out = Path(args.case), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,8 +57,26 @@ def main(argv=None) -> int:
     if not Path(low).exists():
         simulate_lowdose_files(t1, t1c, 0.25, low, seed=0)
     results = {"case": case.name, "model": args.model}
+    # one preprocessing of the exam for every run below (registration is the slow part on CPU)
+    from neurocontrast.contrast.preprocessing import PreprocessedCase, PreprocessingRecord, preprocess
+
+    cache, record_path = out / "prepared.npz", out / "prepared_record.json"
+    if cache.exists() and record_path.exists():
+        record = PreprocessingRecord.from_json(str(record_path))
+        with np.load(cache) as data:
+            arrays = {k: data[k] for k in data.files}
+        brain = arrays.pop("brain_mask").astype(bool)
+        prepared = PreprocessedCase(arrays, brain, record.target_geometry, record)
+    else:
+        prepared = preprocess({"t1": t1, "flair": flair, "t1c_low": low, "t1c": t1c}, reference="t1")
+        np.savez_compressed(cache, brain_mask=prepared.brain_mask, **prepared.images)
+        prepared.record.to_json(str(record_path))
+    if args.prepare_only:
+        return 0
+    results["preprocessing"] = {"timings_s": prepared.record.timings_s,
+                                "skull_strip": prepared.record.skull_strip.get("method")}
     virtual = run_virtual({"t1": t1, "flair": flair, "t1c_low": low}, "virtual", model=args.model,
-                          ensemble=args.ensemble, tta=args.tta)
+                          ensemble=args.ensemble, tta=args.tta, prepared=prepared)
     paths = virtual.write(out / "virtual")
     results["virtual_info"] = virtual.info
     ev = evaluate_contrast(low, paths["virtual"], t1c, brain_mask_path=paths["brain_mask"],
@@ -73,7 +94,7 @@ def main(argv=None) -> int:
         brain = None
         for repeat in (1, 2):
             res = run_virtual({"t1": t1, "flair": flair, "t1c": t1c}, "amplify", repeat=repeat, model=args.model,
-                              ensemble=args.ensemble, tta=args.tta)
+                              ensemble=args.ensemble, tta=args.tta, prepared=prepared)
             res.write(out / f"amplified_x{repeat}")
             images[f"T1c-pro (repeat {repeat})"] = sitk.GetArrayFromImage(res.images["amplified"]).astype(np.float64)
             brain = sitk.GetArrayFromImage(res.images["brain_mask"]) > 0
@@ -85,6 +106,34 @@ def main(argv=None) -> int:
             amp[roi_name] = {name: {"cnr": M.cnr(img, roi, healthy), "lbr": M.lbr(img, roi, healthy),
                                     "voxels": int(roi.sum())} for name, img in images.items()}
     results["amplification"] = amp
+
+    # differential model (model space): synthesised vs real T1c, and dose consistency of the signal
+    diff = {}
+    if args.differential_model:
+        from neurocontrast.contrast import differential, inference
+        from neurocontrast.contrast.evaluate import evaluate_arrays
+
+        dmodels = inference.load_ensemble(args.differential_model, args.ensemble)
+        brain_m = prepared.brain_mask
+        inputs = differential.model_inputs(prepared.images["t1"], prepared.images["t1c_low"], brain_m)
+        signals, lesion_signal = {}, []
+        doses = (0.1, 0.25, 0.5, 1.0)
+        for d in doses:
+            cond = differential.condition_for(d, 1.5, "gadoterate", inputs["sigma"])
+            signals[d] = np.where(brain_m, inference.predict(dmodels, inputs["x"], tta=args.tta or 2,
+                                                             condition=cond), 0.0)
+        synth = np.where(brain_m, inputs["pre_matched"] + signals[0.25], 0.0)
+        rows = evaluate_arrays(prepared.images["t1c_low"], synth, prepared.images["t1c"], brain_m,
+                               pre=prepared.images["t1"])
+        y_true, _ = differential.training_target(prepared.images["t1"], prepared.images["t1c"], brain_m,
+                                                 inputs["sigma"])
+        hot = y_true > 0.5 * np.percentile(y_true[brain_m], 99.9)
+        lesion_signal = [float(signals[d][hot].mean()) for d in doses]
+        diff = {"rows": rows, "sigma_low": inputs["sigma"], "doses": list(doses), "signal_in_enhancing": lesion_signal,
+                "target_signal_in_enhancing": float(y_true[hot].mean()),
+                "lowdose_subtraction_in_enhancing": float(inputs["z"][hot].mean()),
+                "dose_consistency": M.dose_consistency(doses, lesion_signal)}
+    results["differential"] = diff
     (out / "heldout.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     print(f"\n### Held-out case {case.name}, model {args.model} "
@@ -102,6 +151,18 @@ def main(argv=None) -> int:
         for roi_name, per in amp.items():
             for name, v in per.items():
                 print(f"| {roi_name} ({v['voxels']} vox) | {name} | {v['cnr']:.2f} | {v['lbr']:.3f} |")
+    if diff:
+        print("\n| differential (model space) vs real T1c | SSIM | PSNR (dB) | enhancement AUC |")
+        print("|---|---:|---:|---:|")
+        for row in diff["rows"]:
+            if row.get("image") in ("low", "virtual"):
+                label = "low-dose" if row["image"] == "low" else "synthesised (conditioned on d = 0.25)"
+                print(f"| {label} | {row.get('ssim', float('nan')):.4f} | {row.get('psnr', float('nan')):.2f} | "
+                      f"{row.get('auc', float('nan')):.4f} |")
+        print(f"\nmean signal in the enhancing voxels vs conditioning dose {diff['doses']}: "
+              f"{[round(v, 4) for v in diff['signal_in_enhancing']]} (target {diff['target_signal_in_enhancing']:.4f}, "
+              f"low-dose subtraction {diff['lowdose_subtraction_in_enhancing']:.4f}); dose consistency "
+              f"{diff['dose_consistency']}")
     return 0
 
 

@@ -46,13 +46,15 @@ def test_phantom_then_perfusion(phantom_dir, tmp_path, capsys):
     out = tmp_path / "maps"
     code = main(["perfusion", str(phantom_dir / "dsc.nii.gz"), "--aif-mask", str(phantom_dir / "aif_mask.nii.gz"),
                  "--vof-mask", str(phantom_dir / "vof_mask.nii.gz"), "--brain-mask", str(phantom_dir / "brain_mask.nii.gz"),
-                 "--method", "csvd", "--out", str(out), "--no-progress"])
+                 "--method", "tikhonov", "--tikhonov-lambda", "0.3", "--smoothing-fwhm", "4", "--out", str(out),
+                 "--no-progress"])
     assert code == 0
     for name in ("cbf", "cbv", "mtt", "tmax", "ttp", "hypoperfusion"):
         assert (out / f"{name}.nii.gz").is_file()
     assert (out / "overview.png").is_file()
     rep = json.loads((out / "report.json").read_text())
-    assert rep["method"] == "csvd" and rep["input"]["te_s"] == pytest.approx(0.03)  # TE from the JSON sidecar
+    assert rep["method"] == "tikhonov" and rep["input"]["te_s"] == pytest.approx(0.03)  # TE from the JSON sidecar
+    assert rep["parameters"]["lambda_"] == 0.3 and rep["parameters"]["smoothing_fwhm_mm"] == 4.0
     assert rep["input"]["tr_s"] == pytest.approx(1.5)
     assert "Tmax>6s" in capsys.readouterr().out
 

@@ -44,7 +44,6 @@ def test_prepared_case_has_simulated_lowdose_between_pre_and_post(cases, tmp_pat
     arrays = ct.prepare_case(cases / "case-000", _config(), tmp_path / "cache")
     brain = arrays["brain"]
     assert brain.any() and arrays["t1c_low"].shape == brain.shape
-    lesion = weights_lesion = None
     from neurocontrast.io import read_volume
 
     lesion = read_volume(str(cases / "case-000" / "lesion_mask.nii.gz"))[0] > 0

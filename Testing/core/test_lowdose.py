@@ -117,3 +117,13 @@ def test_lowdose_files_bad_input(shared_data, tmp_path):
     sitk.WriteImage(nan_img, str(tmp_path / "nan.mha"))
     with pytest.raises(NeuroContrastError, match="NaN"):
         L.simulate_lowdose_files(tmp_path / "nan.mha", case / "t1c.nii.gz", 0.25, tmp_path / "x.nii.gz")
+
+
+def test_given_acquisition_noise_overrides_the_estimate():
+    pre, post, anatomy, blob = _phantom(sigma=5.0)
+    res = L.simulate_lowdose(pre, post, 0.5, np.ones(pre.shape, bool), seed=0, sigma_acquisition=2.0)
+    assert res.sigma_acquisition == 2.0 and res.sigma_added == pytest.approx(2.0 * np.sqrt(0.5))
+    none = L.simulate_lowdose(pre, post, 0.5, seed=0, sigma_acquisition=0.0)
+    assert none.sigma_added == 0.0
+    with pytest.raises(NeuroContrastError, match="sigma_acquisition"):
+        L.simulate_lowdose(pre, post, 0.5, sigma_acquisition=-1.0)

@@ -30,7 +30,9 @@ def small():
 
 
 def test_phantom_proof_osvd_snr40(phantom, result):
-    """Issue 2 §5: Dice of Tmax > 6 s against truth ≥ 0.9 at SNR 40; CBV median ratio within 0.85-1.15."""
+    """Issue 2 §5: Dice of Tmax > 6 s against truth ≥ 0.9 at SNR 40; CBV median ratio within 0.85-1.15
+    (oSVD with the pipeline's default 5 mm in-plane smoothing)."""
+    assert result.report["parameters"]["smoothing_fwhm_mm"] == 5.0
     acc = phantom_accuracy(result, phantom)
     assert acc["dice_tmax_gt_6s"] >= 0.90, acc
     assert 0.85 <= acc["cbv_median_ratio"] <= 1.15, acc
@@ -48,6 +50,14 @@ def test_phantom_proof_osvd_snr40(phantom, result):
     assert np.median(result.maps["cbf"][gm]) > 1.8 * np.median(result.maps["cbf"][wm])
 
 
+def test_without_smoothing_osvd_is_noisier_but_close(phantom, result):
+    raw = run_perfusion(phantom.to_dsc(), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask, method="osvd",
+                        smoothing_fwhm_mm=0.0)
+    acc_raw, acc = phantom_accuracy(raw, phantom), phantom_accuracy(result, phantom)
+    assert acc_raw["dice_tmax_gt_6s"] >= 0.85 and 0.85 <= acc_raw["cbv_median_ratio"] <= 1.15, acc_raw
+    assert acc["dice_tmax_gt_6s"] > acc_raw["dice_tmax_gt_6s"] and acc["tmax_mae_s"] < acc_raw["tmax_mae_s"]
+
+
 def test_report_contents(phantom, result):
     rep = result.report
     assert rep["method"] == "osvd"
@@ -59,6 +69,9 @@ def test_report_contents(phantom, result):
     for key in ("peak", "time_to_peak_s", "fwhm_s", "snr"):
         assert rep["aif_quality"][key] is not None and rep["vof_quality"][key] is not None
     assert rep["vof_quality"]["time_to_peak_s"] > rep["aif_quality"]["time_to_peak_s"]
+    # quality times count from the first frame of the series (the non-steady-state frame was cropped)
+    assert rep["aif_quality"]["time_to_peak_s"] == pytest.approx(result.times_s[np.argmax(result.aif_raw)])
+    assert result.times_s[0] == pytest.approx(phantom.tr_s)
     assert set(rep["volumes_ml"]) == {"tmax_gt_4s", "tmax_gt_6s", "tmax_gt_8s", "tmax_gt_10s"}
     v = rep["volumes_ml"]
     assert v["tmax_gt_4s"] >= v["tmax_gt_6s"] >= v["tmax_gt_8s"] >= v["tmax_gt_10s"] > 0
@@ -159,13 +172,14 @@ def test_registry_has_deconvolution_and_network_methods(monkeypatch, small):
 
 
 @pytest.mark.parametrize("case", ["shape", "empty_aif", "outside_aif", "te", "method", "aif_mode", "no_aif",
-                                  "empty_vof"])
+                                  "empty_vof", "outside_vof", "smoothing"])
 def test_bad_input_errors(small, case):
     dsc = small.to_dsc()
     kwargs = dict(aif_mask=small.aif_mask, vof_mask=small.vof_mask, brain_mask=small.brain_mask)
     match = {"shape": "shape", "empty_aif": "AIF mask is empty", "outside_aif": "outside the brain",
              "te": "TE", "method": "unknown perfusion method", "aif_mode": "aif must be",
-             "no_aif": "AIF mask is required", "empty_vof": "VOF mask is empty"}[case]
+             "no_aif": "AIF mask is required", "empty_vof": "VOF mask is empty",
+             "outside_vof": "VOF mask lies outside the head", "smoothing": "smoothing"}[case]
     if case == "shape":
         kwargs["brain_mask"] = small.brain_mask[:, :32]
     elif case == "empty_aif":
@@ -180,6 +194,11 @@ def test_bad_input_errors(small, case):
         kwargs["aif_mask"] = None
     elif case == "empty_vof":
         kwargs["vof_mask"] = np.zeros_like(small.vof_mask)
-    extra = {"method": {"method": "magic"}, "aif_mode": {"aif": "guess"}}.get(case, {})
+    elif case == "outside_vof":
+        out = np.zeros_like(small.vof_mask)
+        out[:, 0:2, 0:2] = True
+        kwargs["vof_mask"] = out
+    extra = {"method": {"method": "magic"}, "aif_mode": {"aif": "guess"},
+             "smoothing": {"smoothing_fwhm_mm": -1.0}}.get(case, {})
     with pytest.raises(NeuroContrastError, match=match):
         run_perfusion(dsc, **kwargs, **extra)

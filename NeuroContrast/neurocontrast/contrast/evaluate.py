@@ -148,7 +148,7 @@ def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=No
     """
     import SimpleITK as sitk
 
-    from neurocontrast.io import Geometry, check_same_geometry, read_image, read_mask, read_volume
+    from neurocontrast.io import check_same_geometry, read_image, read_mask, read_volume
 
     report(progress, 0.0, "reading images")
     low, geo = read_volume(os.fspath(low_path), "low-dose T1c")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -103,7 +103,6 @@ def to_sequence_grid(array: np.ndarray, case, sequence: str, intensity_of: Optio
     units (``clip_low + v · (clip_high − clip_low)``). Returns float32 with the sequence's exact geometry.
     """
     from neurocontrast.contrast import preprocessing as pp
-    from neurocontrast.io import Geometry
 
     record = case.record
     if sequence == record.reference:
@@ -177,7 +176,7 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
                 model: str = "virtual-demo", ensemble: Optional[int] = None, tta: Optional[int] = None,
                 device: str = "cpu", models_dir=None, skull_stripper: str = "auto",
                 registration: str = "default", preprocessed: bool = False, brain_mask=None,
-                roi_size: Optional[Sequence[int]] = None,
+                roi_size: Optional[Sequence[int]] = None, prepared=None,
                 progress: Optional[ProgressCallback] = None) -> ContrastResult:
     """Virtual full-dose T1c (``mode="virtual"``) or amplified T1c-pro (``mode="amplify"``).
 
@@ -190,6 +189,8 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
     ensemble, tta : fold models and mirror configurations (defaults: :func:`default_passes`).
     device : ``"cpu"``, ``"cuda"`` or ``"auto"``.  preprocessed : inputs already on one skull-stripped grid.
     skull_stripper, registration : passed to :func:`~neurocontrast.contrast.preprocessing.preprocess`.
+    prepared : an existing :class:`PreprocessedCase` holding the needed sequences (then ``images`` only names
+        them; saves re-registering when several modes run on one exam).
 
     Returns a :class:`ContrastResult` with ``virtual`` (or ``amplified``), ``enhancement`` and ``brain_mask``
     on the native grid of the contrast input; intensities of the main output in the contrast input's units.
@@ -229,7 +230,12 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
     selected = {src: images[src] for src in needed.values()}
     report(progress, 0.0, "preprocessing")
     sub = scaled(progress, 0.0, 0.5)
-    if preprocessed:
+    if prepared is not None:
+        absent = [s for s in selected if s not in prepared.images]
+        if absent:
+            raise NeuroContrastError(f"the prepared case lacks {absent}; it has {sorted(prepared.images)}")
+        case = prepared
+    elif preprocessed:
         case = prepare_same_grid(selected, reference="t1", brain_mask=brain_mask)
     else:
         from neurocontrast.contrast.preprocessing import preprocess
@@ -251,7 +257,7 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
     enhancement = np.where(brain, np.clip(out - case.images["t1"], 0.0, None), 0.0).astype(np.float32)
     name = "virtual" if mode == "virtual" else "amplified"
     report(progress, 0.95, "back to native space")
-    if preprocessed:
+    if not hasattr(case, "record"):
         native = {name: case.back(out, contrast_name), "enhancement": case.back(enhancement, None),
                   "brain_mask": sitk.Cast(case.back(brain.astype(np.float32), None) > 0.5, sitk.sitkUInt8)}
     else:
@@ -268,7 +274,7 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
             "timings_s": {"preprocessing": round(t_pre, 2), "network": round(t_net, 2),
                           "total": round(time.perf_counter() - t0, 2)},
             "note": "demonstration weights unless you trained your own: not for clinical use"}
-    if not preprocessed:
+    if not preprocessed and hasattr(case, "record"):
         info["preprocessing"] = {"skull_strip": case.record.skull_strip.get("method"),
                                  "timings_s": case.record.timings_s}
     report(progress, 1.0, "done")

@@ -164,10 +164,14 @@ def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.n
        in the top 10 % (``auc_quantile`` 0.90) and which have a positive peak;
     2. the 25 % roughest of them (roughness = ∫ (C'')² dt of the unit-area curve) are excluded;
     3. k-means (``n_clusters`` 5, scikit-learn, ``seed``) on the curves normalised to unit area; the cluster
-       whose mean curve has the smallest first moment (earliest bolus) is kept — among clusters within one
-       frame of that first moment, the one with the highest mean peak;
+       (of at least ``n_voxels`` members) whose centroid peaks earliest is kept — among clusters within one
+       frame of the earliest, the one with
+       the highest unit-area peak (high and narrow bolus). Mouridsen et al. choose by the first moment; the
+       time of the peak is used here because the first moment of real curves is dominated by recirculation
+       and late-frame noise;
     4. step 3 is repeated once on the kept cluster;
-    5. the ``n_voxels`` voxels of the final cluster with the highest peaks form the suggestion.
+    5. the ``n_voxels`` voxels of the final cluster with the highest peaks, among those that peak no later
+       than one frame after the cluster centroid, form the suggestion.
 
     Parameters
     ----------
@@ -210,27 +214,30 @@ def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.n
     cand = cand[rough <= np.quantile(rough, roughness_quantile)]
     if cand.size < n_clusters:
         raise NeuroContrastError(f"only {cand.size} AIF candidate voxels; at least {n_clusters} are needed")
+    cluster_ttp = int(np.median(np.argmax(curves[:, cand], axis=0)))
     for _ in range(2):
         if cand.size < max(n_clusters, 2 * int(n_voxels)):
             break
         feats = (curves[:, cand] / auc[cand]).T                      # (n, T) unit-area curves
         km = KMeans(n_clusters=n_clusters, n_init=5, random_state=seed).fit(feats)
         labels = km.labels_
-        moments, peaks = [], []
-        for c in range(n_clusters):
-            members = cand[labels == c]
-            mean_curve = curves[:, members].mean(axis=1) if members.size else np.zeros(curves.shape[0])
-            moments.append(_first_moment(mean_curve[:, None], tr_s)[0] if members.size else np.inf)
-            peaks.append(mean_curve.max() if members.size else -np.inf)
-        moments, peaks = np.array(moments), np.array(peaks)
-        early = np.flatnonzero(moments <= moments.min() + tr_s)
-        best = early[np.argmax(peaks[early])]
+        centres = km.cluster_centers_                                  # (k, T) mean unit-area curves
+        sizes = np.bincount(labels, minlength=n_clusters)
+        # clusters too small to supply the suggestion (isolated noisy curves) are not eligible
+        eligible = sizes >= min(int(n_voxels), int(sizes.max()))
+        ttp = np.where(eligible, np.argmax(centres, axis=1), np.iinfo(np.int64).max)
+        height = np.where(eligible, centres.max(axis=1), -np.inf)     # peak per unit area: high and narrow
+        early = np.flatnonzero(ttp <= ttp.min() + 1)                   # earliest peak (within one frame)
+        best = early[np.argmax(height[early])]
+        cluster_ttp = int(ttp[best])
         cand = cand[labels == best]
-    keep = cand[np.argsort(-peak[cand])[: int(n_voxels)]]
+    # the highest peaks among the final cluster's voxels that peak no later than the cluster (+1 frame)
+    on_time = cand[np.argmax(curves[:, cand], axis=0) <= cluster_ttp + 1]
+    pool = on_time if on_time.size >= int(n_voxels) else cand
+    keep = pool[np.argsort(-peak[pool])[: int(n_voxels)]]
     out = np.zeros(mask.size, dtype=bool)
     out[index[keep]] = True
-    log.info("suggest_aif: %d voxels (first moment %.1f s)", keep.size,
-             float(_first_moment(curves[:, keep].mean(axis=1)[:, None], tr_s)[0]))
+    log.info("suggest_aif: %d voxels, peak at %.1f s", keep.size, cluster_ttp * tr_s)
     return out.reshape(spatial)
 
 

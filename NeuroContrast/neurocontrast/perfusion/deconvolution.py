@@ -47,7 +47,14 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.linalg import blas  # imported before threadpool_limits so that its OpenBLAS is limited too
-from threadpoolctl import threadpool_limits
+
+try:  # threadpoolctl is installed with scikit-learn (a dependency)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - without it BLAS keeps its own threading (slower, same results)
+    import contextlib
+
+    def threadpool_limits(*args, **kwargs):
+        return contextlib.nullcontext()
 
 from neurocontrast.errors import NeuroContrastError
 
@@ -243,7 +250,9 @@ def osvd(tissue: np.ndarray, aif: np.ndarray, tr_s: float, oi: float = OSVD_OI,
         for j in range(thr.size - 1, -1, -1):                                 # descending thresholds
             r = ranks[j]
             if r > done:                                                      # kd += W[:, done:r] b[done:r]
-                blas.sgemm(1.0, b[done:r].T, w[:, done:r].T, beta=1.0, c=kd.T, overwrite_c=1)
+                res = blas.sgemm(1.0, b[done:r].T, w[:, done:r].T, beta=1.0, c=kd.T, overwrite_c=1)
+                if not np.shares_memory(res, kd):                             # f2py had to copy
+                    kd[...] = res.T
                 done = r
             mx = k.max(axis=0)
             rough = np.abs(d2k, out=absbuf).sum(axis=0)

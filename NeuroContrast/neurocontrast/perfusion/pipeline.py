@@ -36,7 +36,9 @@ MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
 THRESHOLDS_S = (4.0, 6.0, 8.0, 10.0)
 HYPOPERFUSION_THRESHOLD_S = 6.0
 #: Default in-plane Gaussian smoothing (FWHM, mm) of the tissue ΔR2* before deconvolution (0 = none).
-SMOOTHING_FWHM_MM = 0.0
+#: Measured on the phantom at SNR 40 (6 noise seeds, oSVD): Dice of Tmax > 6 s 0.963-0.967 with 5 mm,
+#: 0.895-0.925 without; CBV median ratio unchanged (docs/perfusion.md).
+SMOOTHING_FWHM_MM = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +210,8 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
     constants : ``PerfusionConstants`` (hematocrits 0.45/0.25, density 1.04 g/mL by default).
     core_mask : (Z, Y, X) optional infarct core (e.g. ADC < 620); adds the mismatch summary.
     smoothing_fwhm_mm : in-plane Gaussian smoothing of the tissue ΔR2* inside the brain before
-        deconvolution (:func:`smooth_in_mask`), FWHM in mm; 0 (default) = none. The AIF/VOF are taken unsmoothed.
+        deconvolution (:func:`smooth_in_mask`), FWHM in mm (default :data:`SMOOTHING_FWHM_MM` = 5; 0 = none).
+        The AIF/VOF curves are taken unsmoothed, and the AIF/VOF voxels are left out of the smoothing.
     progress : callback(fraction, message). params : method parameters passed to ``compute_maps``
         (``osvd_oi``, ``ssvd_threshold``, ``lambda_`` ...).
 
@@ -297,7 +300,11 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
             raise NeuroContrastError("the AIF mask lies outside the head: its baseline signal is below 10 % "
                                      "of the brain's")
         # the bolus reaches the arteries before the tissue: end the baseline before the AIF's own arrival
-        aif_baseline = signal_mod.detect_baseline(signal[:, aif_mask].mean(axis=1)[:, None], tr_s)
+        try:
+            aif_baseline = signal_mod.detect_baseline(signal[:, aif_mask].mean(axis=1)[:, None], tr_s)
+        except NeuroContrastError as exc:  # no clear bolus in the AIF voxels: keep the whole-brain baseline
+            log.warning("baseline of the AIF curve not found (%s); keeping frames %s", exc, baseline)
+            aif_baseline = baseline
         if aif_baseline[1] < baseline[1] and aif_baseline[1] - baseline[0] >= 2:
             log.info("baseline shortened from frames %s to end at the AIF arrival (frame %d)", baseline,
                      aif_baseline[1])
@@ -305,11 +312,14 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
             s0 = signal[baseline[0]:baseline[1]].mean(axis=0)
             dr2 = _delta_r2star(signal_mod, signal, te_s, baseline)
         aif_raw = aif_mod.curve_from_mask(dr2, aif_mask)
-        aif_q = aif_mod.aif_quality(aif_raw, tr_s)
+        aif_q = _shift_times(aif_mod.aif_quality(aif_raw, tr_s), baseline[0] * tr_s)
         aif_curve = aif_raw
         if vof_mask is not None:
+            if np.all(s0[vof_mask] < 0.1 * head_level):
+                raise NeuroContrastError("the VOF mask lies outside the head: its baseline signal is below 10 % "
+                                         "of the brain's")
             vof_curve = aif_mod.curve_from_mask(dr2, vof_mask)
-            vof_q = aif_mod.aif_quality(vof_curve, tr_s)
+            vof_q = _shift_times(aif_mod.aif_quality(vof_curve, tr_s), baseline[0] * tr_s)
             aif_curve, factor = aif_mod.rescale_aif_to_vof(aif_raw, vof_curve, tr_s)
     timings["aif_s"] = time.perf_counter() - t0
 
@@ -317,7 +327,17 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
     t0 = time.perf_counter()
     if smoothing_fwhm_mm and dr2 is not None:
         report_progress(progress, 0.08, "spatial smoothing")
-        dr2 = smooth_in_mask(dr2, brain_mask, dsc.geometry.spacing, smoothing_fwhm_mm)
+        vessels = np.zeros(shape, bool)  # AIF/VOF voxels are neither smoothed nor smeared into their neighbours
+        for m in (aif_mask, vof_mask):
+            if m is not None:
+                vessels |= m
+        smoothed = smooth_in_mask(dr2, brain_mask & ~vessels, dsc.geometry.spacing, smoothing_fwhm_mm)
+        keep = brain_mask & vessels
+        if keep.any():
+            smoothed[:, keep] = dr2[:, keep]
+        dr2 = smoothed
+    timings["smoothing_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     report_progress(progress, 0.1, f"{method} maps")
     map_progress = scaled(progress, 0.1, 0.9)
     if entry.kind == "deconvolution":
@@ -408,6 +428,15 @@ def smooth_in_mask(values: np.ndarray, mask: np.ndarray, spacing_xyz, fwhm_mm: f
     safe = np.where(mask, np.maximum(weight, 1e-6), 1.0)
     for k in range(values.shape[0]):  # frame by frame keeps the memory at one volume
         out[k] = np.where(mask, ndimage.gaussian_filter(values[k] * m, sigma=sigma, mode="constant") / safe, 0.0)
+    return out
+
+
+def _shift_times(quality: Dict[str, Any], offset_s: float) -> Dict[str, Any]:
+    """Quality figures of a curve that starts ``offset_s`` after the series: times from the first frame."""
+    out = dict(quality)
+    for key in ("time_to_peak_s", "arrival_s", "first_moment_s"):
+        if isinstance(out.get(key), (int, float)) and np.isfinite(out[key]):
+            out[key] = float(out[key]) + offset_s
     return out
 
 

@@ -75,7 +75,6 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
     geo = result.geometry
     sx, sy = geo.spacing[0], geo.spacing[1]
     ny, nx = brain.shape[1:]
-    aspect = (ny * sy) / (nx * sx)
     # crop to the brain's bounding box (+ margin) so the maps fill their panels
     ys, xs = np.nonzero(brain.any(axis=0))
     m = 3
@@ -106,6 +105,9 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
     factor = rep.get("parameters", {}).get("vof_rescaling_factor")
     if factor:
         sub += f"   AIF×{factor:.2f} (VOF rescaling)"
+    smoothing = rep.get("parameters", {}).get("smoothing_fwhm_mm")
+    if smoothing:
+        sub += f"   in-plane smoothing FWHM {smoothing:g} mm"
     fig.suptitle(head, x=0.05, ha="left", y=1 - 0.18 / fig_h, fontsize=14, fontweight="bold")
     fig.text(0.05, 1 - 0.5 / fig_h, sub, ha="left", fontsize=9.5, color="#444444")
 
