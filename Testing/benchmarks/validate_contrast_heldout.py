@@ -12,9 +12,12 @@ On a case that no fold saw in training:
 3. ``evaluate_contrast``: SSIM, PSNR, enhancement AUC (Otsu reference, Youden point) of the low-dose and the
    virtual image against the real T1c, inside the brain mask of the pipeline;
 4. amplification: T1c-pro = model(T1, FLAIR, routine T1c), once and twice (``repeat``); CNR and LBR of the
-   routine T1c and the T1c-pro images in (a) the lesion segmentation's label 1 as given and (b) its enhancing
-   part (label-1 voxels whose routine subtraction T1c − matched T1 exceeds 3 σ_noise), against the healthy
-   brain (brain minus the lesion dilated by 3 voxels), Bône's formulas (``neurocontrast.metrics``).
+   routine T1c and the T1c-pro images on the preprocessing grid (both standardised to [0, 1], as the papers'
+   images are) in (a) the lesion segmentation's label 1 as given and (b) its enhancing part (label-1 voxels
+   whose subtraction T1c − matched T1 exceeds 3 σ_noise), against the healthy brain (brain minus the lesion
+   dilated by 3 voxels), Bône's formulas (``neurocontrast.metrics``);
+5. differential model: synthesised image (conditioned on the true dose 0.25) vs the real T1c, and the mean
+   predicted signal in the enhancing voxels at conditioning doses 0.1, 0.25, 0.5 and 1 (dose consistency).
 Writes ``heldout.json`` and prints a Markdown summary for docs/virtual-gadolinium.md.
 """
 
@@ -47,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tta", type=int, default=None)
     parser.add_argument("--lesion-label", type=int, default=1)
     parser.add_argument("--differential-model", default="differential-demo", help="'' to skip")
+    parser.add_argument("--only-differential", action="store_true", help="skip the virtual and amplify runs")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only simulate the low dose and preprocess (cached in OUT/prepared.npz + record)")
     args = parser.parse_args(argv)
@@ -75,36 +79,41 @@ def main(argv=None) -> int:
         return 0
     results["preprocessing"] = {"timings_s": prepared.record.timings_s,
                                 "skull_strip": prepared.record.skull_strip.get("method")}
-    virtual = run_virtual({"t1": t1, "flair": flair, "t1c_low": low}, "virtual", model=args.model,
-                          ensemble=args.ensemble, tta=args.tta, prepared=prepared)
-    paths = virtual.write(out / "virtual")
-    results["virtual_info"] = virtual.info
-    ev = evaluate_contrast(low, paths["virtual"], t1c, brain_mask_path=paths["brain_mask"],
-                           out_dir=str(out / "evaluation"), pre_path=t1)
-    results["virtual_vs_lowdose"] = ev["rows"]
-
-    seg_path = case / "lesion_seg_predicted.nii.gz"
-    amp = {}
-    if seg_path.exists():
-        routine = sitk.GetArrayFromImage(sitk.ReadImage(t1c)).astype(np.float64)
-        pre = sitk.GetArrayFromImage(sitk.ReadImage(t1)).astype(np.float64)
-        seg = sitk.GetArrayFromImage(sitk.ReadImage(str(seg_path)))
-        lesion = seg == args.lesion_label
-        images = {"routine T1c": routine}
-        brain = None
-        for repeat in (1, 2):
-            res = run_virtual({"t1": t1, "flair": flair, "t1c": t1c}, "amplify", repeat=repeat, model=args.model,
+    amp, ev, virtual = {}, {"rows": []}, None
+    if not args.only_differential:
+        virtual = run_virtual({"t1": t1, "flair": flair, "t1c_low": low}, "virtual", model=args.model,
                               ensemble=args.ensemble, tta=args.tta, prepared=prepared)
-            res.write(out / f"amplified_x{repeat}")
-            images[f"T1c-pro (repeat {repeat})"] = sitk.GetArrayFromImage(res.images["amplified"]).astype(np.float64)
-            brain = sitk.GetArrayFromImage(res.images["brain_mask"]) > 0
-        healthy = brain & ~ndimage.binary_dilation(seg > 0, iterations=3)
-        z, _ = subtraction.subtraction(pre, routine, healthy)
-        sigma = subtraction.noise_sigma(z, healthy)
-        enhancing = lesion & (z > 3 * sigma)
-        for roi_name, roi in (("lesion label", lesion & brain), ("enhancing part", enhancing & brain)):
-            amp[roi_name] = {name: {"cnr": M.cnr(img, roi, healthy), "lbr": M.lbr(img, roi, healthy),
-                                    "voxels": int(roi.sum())} for name, img in images.items()}
+        paths = virtual.write(out / "virtual")
+        results["virtual_info"] = virtual.info
+        ev = evaluate_contrast(low, paths["virtual"], t1c, brain_mask_path=paths["brain_mask"],
+                               out_dir=str(out / "evaluation"), pre_path=t1)
+        results["virtual_vs_lowdose"] = ev["rows"]
+
+        seg_path = case / "lesion_seg_predicted.nii.gz"
+        if seg_path.exists():
+            from neurocontrast.contrast import preprocessing as pp
+
+            # ROIs on the preprocessing grid (the lesion segmentation lies on the T1's grid: BraTS)
+            aff = pp._transform_from(prepared.record.affine)
+            seg = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(seg_path)),
+                                                       pp._geometry_image(prepared.geometry, sitk.sitkUInt8), aff,
+                                                       sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+            brain = prepared.brain_mask
+            lesion = (seg == args.lesion_label) & brain
+            healthy = brain & ~ndimage.binary_dilation(seg > 0, iterations=3)
+            routine = prepared.images["t1c"].astype(np.float64)
+            z, _ = subtraction.subtraction(prepared.images["t1"], routine, healthy)
+            sigma = subtraction.noise_sigma(z, healthy)
+            enhancing = lesion & (z > 3 * sigma)
+            images = {"routine T1c": routine}
+            for repeat in (1, 2):
+                res = run_virtual({"t1": t1, "flair": flair, "t1c": t1c}, "amplify", repeat=repeat, model=args.model,
+                                  ensemble=args.ensemble, tta=args.tta, prepared=prepared)
+                res.write(out / f"amplified_x{repeat}")
+                images[f"T1c-pro (repeat {repeat})"] = res.model_space["amplified"].astype(np.float64)
+            for roi_name, roi in (("lesion label", lesion), ("enhancing part", enhancing)):
+                amp[roi_name] = {name: {"cnr": M.cnr(img, roi, healthy), "lbr": M.lbr(img, roi, healthy),
+                                        "voxels": int(roi.sum())} for name, img in images.items()}
     results["amplification"] = amp
 
     # differential model (model space): synthesised vs real T1c, and dose consistency of the signal
@@ -113,7 +122,7 @@ def main(argv=None) -> int:
         from neurocontrast.contrast import differential, inference
         from neurocontrast.contrast.evaluate import evaluate_arrays
 
-        dmodels = inference.load_ensemble(args.differential_model, args.ensemble)
+        dmodels = inference.load_ensemble(args.differential_model)
         brain_m = prepared.brain_mask
         inputs = differential.model_inputs(prepared.images["t1"], prepared.images["t1c_low"], brain_m)
         signals, lesion_signal = {}, []
@@ -134,10 +143,12 @@ def main(argv=None) -> int:
                 "lowdose_subtraction_in_enhancing": float(inputs["z"][hot].mean()),
                 "dose_consistency": M.dose_consistency(doses, lesion_signal)}
     results["differential"] = diff
-    (out / "heldout.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    name = "heldout_differential.json" if args.only_differential else "heldout.json"
+    (out / name).write_text(json.dumps(results, indent=2, default=str) + "\n")
 
-    print(f"\n### Held-out case {case.name}, model {args.model} "
-          f"({virtual.info['passes']} passes: {', '.join(virtual.info['models'])})\n")
+    if virtual is not None:
+        print(f"\n### Held-out case {case.name}, model {args.model} "
+              f"({virtual.info['passes']} passes: {', '.join(virtual.info['models'])})\n")
     print("| image vs real T1c | SSIM | PSNR (dB) | enhancement AUC | sensitivity | specificity |")
     print("|---|---:|---:|---:|---:|---:|")
     for row in ev["rows"]:

@@ -142,7 +142,6 @@ def test_to_sequence_grid_composes_the_inverse_affine_and_rigid_transforms():
                                                       "t1c": pp._transform_dict(rigid, "euler3d")},
         affine=pp._transform_dict(affine, "affine"), registration={}, resampling={}, skull_strip={},
         intensity={"t1c": {"clip_low": 100.0, "clip_high": 300.0}}, timings_s={})
-    zz, yy, xx = np.meshgrid(*[np.arange(s, dtype=float) for s in target.shape], indexing="ij")
     img = target.to_image(np.zeros(target.shape, np.float32))
     # field = physical x coordinate / 100 (linear: B-spline reproduces it exactly inside the grid)
     phys_x = np.array([img.TransformIndexToPhysicalPoint((int(i), 0, 0))[0] for i in range(target.size[0])])

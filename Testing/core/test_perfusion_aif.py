@@ -151,3 +151,22 @@ def test_rescale_aif_to_vof():
         rescale_aif_to_vof(art, vof[:-1], TR)
     with pytest.raises(NeuroContrastError, match="tr_s"):
         rescale_aif_to_vof(art, vof, 0)
+
+
+def test_suggest_aif_on_real_moyamoya_slice(shared_data):
+    """On the real convexity slice the suggested AIF peaks before the tissue and well above it."""
+    from neurocontrast.io import read_dsc
+    from neurocontrast.perfusion.signal import delta_r2star, detect_baseline
+
+    dsc = read_dsc(shared_data("dsc/moyamoya/convexity_dsc.nii.gz"), te_s=0.03)   # TE not in the source
+    start, stop = detect_baseline(dsc.signal, dsc.tr_s)
+    dr2 = delta_r2star(dsc.signal, dsc.te_s, (start, stop))[start:]
+    s0 = dsc.signal[start:stop].mean(axis=0)
+    brain = s0 > 0.3 * np.percentile(s0, 99)
+    mask = suggest_aif(dr2, dsc.tr_s, brain_mask=brain, n_voxels=10)
+    assert mask.sum() == 10 and not (mask & ~brain).any()
+    q_aif = aif_quality(curve_from_mask(dr2, mask), dsc.tr_s)
+    q_tis = aif_quality(curve_from_mask(dr2, brain), dsc.tr_s)
+    assert q_aif["time_to_peak_s"] < q_tis["time_to_peak_s"]
+    assert q_aif["arrival_s"] <= q_tis["arrival_s"]
+    assert q_aif["peak"] > 2 * q_tis["peak"]

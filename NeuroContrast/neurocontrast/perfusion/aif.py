@@ -164,8 +164,8 @@ def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.n
        in the top 10 % (``auc_quantile`` 0.90) and which have a positive peak;
     2. the 25 % roughest of them (roughness = ∫ (C'')² dt of the unit-area curve) are excluded;
     3. k-means (``n_clusters`` 5, scikit-learn, ``seed``) on the curves normalised to unit area; the cluster
-       (of at least ``n_voxels`` members) whose centroid peaks earliest is kept — among clusters within one
-       frame of the earliest, the one with
+       (of at least ``n_voxels`` members) whose centroid peaks earliest is kept — among clusters peaking in
+       the same frame, the one with
        the highest unit-area peak (high and narrow bolus). Mouridsen et al. choose by the first moment; the
        time of the peak is used here because the first moment of real curves is dominated by recirculation
        and late-frame noise;
@@ -227,7 +227,7 @@ def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.n
         eligible = sizes >= min(int(n_voxels), int(sizes.max()))
         ttp = np.where(eligible, np.argmax(centres, axis=1), np.iinfo(np.int64).max)
         height = np.where(eligible, centres.max(axis=1), -np.inf)     # peak per unit area: high and narrow
-        early = np.flatnonzero(ttp <= ttp.min() + 1)                   # earliest peak (within one frame)
+        early = np.flatnonzero(ttp == ttp.min())                       # earliest peak
         best = early[np.argmax(height[early])]
         cluster_ttp = int(ttp[best])
         cand = cand[labels == best]

@@ -39,6 +39,8 @@ def register(groups) -> None:
     q.add_argument("--encoding", type=int, default=256, help="sequence-encoding size")
     q.add_argument("--n-frames", type=int, default=64, help="resampled series length (divisible by 4)")
     q.add_argument("--slice-size", type=int, default=48, help="synthetic slice size (voxels)")
+    q.add_argument("--crop", type=int, default=None, help="train on crop x crop windows (half on lesions)")
+    q.add_argument("--lr-halving-epochs", type=int, default=4, help="halve the learning rate every N epochs")
     q.set_defaults(func=_run_tmaxnet)
 
 
@@ -77,7 +79,10 @@ def _run_tmaxnet(args) -> int:
     model, meta = train_tmaxnet(args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                                 batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
                                 resume=args.resume, max_minutes=args.max_minutes, encoding=args.encoding,
-                                n_frames=args.n_frames, slice_size=args.slice_size,
+                                n_frames=args.n_frames, slice_size=args.slice_size, crop=args.crop,
+                                lr_halving_epochs=args.lr_halving_epochs,
                                 data_dir=args.data)
     return _finish(model, meta, args, "tmaxnet", {"batch_size": args.batch_size, "lr": args.lr,
+                                                  "crop": args.crop, "lr_halving_epochs": args.lr_halving_epochs,
+                                                  "n_frames": args.n_frames, "slice_size": args.slice_size,
                                                   "steps_per_epoch": args.steps_per_epoch})

@@ -399,6 +399,24 @@ def tmaxnet_sample_from_slice(sample: SliceSample, n_frames: int, rng: Optional[
             "target": np.nan_to_num(target), "mask": mask, "dt": np.float32(inp["dt"])}
 
 
+def crop_sample(sample: Dict[str, np.ndarray], lesion: np.ndarray, size: int, rng: np.random.Generator,
+                lesion_fraction: float = 0.5) -> Dict[str, np.ndarray]:
+    """A size × size window of a Tmax-net sample (voxels, target, mask; the arterial patch is kept). With
+    probability ``lesion_fraction`` (and if ``lesion`` has voxels) the window is centred on a random lesion
+    voxel, otherwise on a random brain voxel; windows are clipped to the slice."""
+    ny, nx = sample["target"].shape
+    size = min(size, ny, nx)
+    pool = np.argwhere(lesion) if lesion.any() and rng.random() < lesion_fraction else np.argwhere(sample["mask"])
+    cy, cx = pool[rng.integers(len(pool))] if len(pool) else (ny // 2, nx // 2)
+    y0 = int(np.clip(cy - size // 2, 0, ny - size))
+    x0 = int(np.clip(cx - size // 2, 0, nx - size))
+    out = dict(sample)
+    out["voxels"] = sample["voxels"][:, y0:y0 + size, x0:x0 + size]
+    out["target"] = sample["target"][y0:y0 + size, x0:x0 + size]
+    out["mask"] = sample["mask"][y0:y0 + size, x0:x0 + size]
+    return out
+
+
 def _shift(x: np.ndarray, shift: int) -> np.ndarray:
     """Shift axis 0 by ``shift`` frames keeping the length; the gap is filled by reflection."""
     n = x.shape[0]

@@ -85,8 +85,15 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
                   lr: float = 5e-4, patience: int = 10, seed: int = 0, resume: bool = False,
                   max_minutes: Optional[float] = None, n_frames: int = 64, slice_size: int = 48,
                   encoding: int = 256, shift_range=(-4, 20), val_slices: int = 12, data_dir: Optional[str] = None,
+                  crop: Optional[int] = None, lesion_crop_fraction: float = 0.5, lr_halving_epochs: int = 4,
                   log_fn: Callable[[str], None] = print):
-    """Train the Tmax net; returns (model with the best weights, meta). See the module docstring."""
+    """Train the Tmax net; returns (model with the best weights, meta). See the module docstring.
+
+    crop : train on random crop × crop windows of each slice instead of the whole slice (the paper trains on
+    1×32×256 patches); a fraction ``lesion_crop_fraction`` of the windows is centred on a hypoperfused voxel
+    (where the slice has one). The arterial patch is always found on the whole slice. Validation uses whole
+    slices. lr_halving_epochs : the learning rate is halved every this many epochs (paper: 4).
+    """
     from neurocontrast.networks.tmaxnet import TmaxNet
 
     torch.manual_seed(seed)
@@ -95,10 +102,14 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
 
     def one(rng, shift: bool):
         while True:
-            s = datasets.tmaxnet_sample_from_slice(next_slice(rng), n_frames, rng if shift else None,
+            sl = next_slice(rng)
+            s = datasets.tmaxnet_sample_from_slice(sl, n_frames, rng if shift else None,
                                                    tuple(shift_range), model.target_scale)
-            if s is not None:
-                return s
+            if s is None:
+                continue
+            if crop and shift:
+                s = datasets.crop_sample(s, sl.lesion, crop, rng, lesion_crop_fraction)
+            return s
 
     def stack(samples) -> Dict[str, torch.Tensor]:
         shapes = {s["voxels"].shape for s in samples}
@@ -130,7 +141,7 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
 
     meta = loops.train(model, lambda rng: stack([one(rng, True) for _ in range(batch_size)]), loss_fn, val_fn,
                        out_dir, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, patience=patience, seed=seed,
-                       resume=resume, max_minutes=max_minutes, lr_decay=lambda e: 0.5 ** ((e - 1) // 4),
+                       resume=resume, max_minutes=max_minutes, lr_decay=lambda e: 0.5 ** ((e - 1) // max(1, lr_halving_epochs)),
                        log_fn=log_fn)
     loops.load_best(model, out_dir)
     model.eval()
