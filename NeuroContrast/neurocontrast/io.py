@@ -119,10 +119,30 @@ def read_image(path: str) -> sitk.Image:
             files = reader.GetGDCMSeriesFileNames(path, series[0])
             reader.SetFileNames(files)
             return reader.Execute()
-        return sitk.ReadImage(path)
+        image = sitk.ReadImage(path)
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for unreadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise NeuroContrastError(f"cannot read image {path}: {first}") from None
+    if path.lower().endswith((".nii", ".nii.gz")) and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _check_nifti_finite(path)
+    return image
+
+
+def _check_nifti_finite(path: str) -> None:
+    """Raise NeuroContrastError if a float NIfTI file holds NaN or ±inf.
+
+    ITK's NIfTI reader silently replaces NaN with 0, so the values are checked on the file itself with
+    nibabel, one volume (last axis) at a time to bound memory.
+    """
+    import nibabel
+
+    data = nibabel.load(path).dataobj
+    shape = data.shape
+    frames = [(Ellipsis, i) for i in range(shape[-1])] if len(shape) == 4 else [(Ellipsis,)]
+    for index in frames:
+        if not np.all(np.isfinite(np.asarray(data[index]))):
+            raise NeuroContrastError(f"{path} contains NaN or infinite values (they would be read as 0); "
+                                     "fix or mask them before analysis")
 
 
 def read_volume(path: str, name: str = "volume") -> Tuple[np.ndarray, Geometry]:

@@ -50,8 +50,19 @@ def test_corrupt_missing_2d_and_nan_files_give_clear_errors(tmp_path):
         read_volume(str(flat), name="T1")
     nan = np.zeros((3, 3, 3), np.float32)
     nan[1, 1, 1] = np.nan
-    nan_path = tmp_path / "nan.nrrd"  # ITK's NIfTI reader turns NaN into 0; NRRD keeps it
+    nan_path = tmp_path / "nan.nii.gz"  # ITK reads NIfTI NaN as 0: io checks the file itself
     sitk.WriteImage(sitk.GetImageFromArray(nan), str(nan_path))
     with pytest.raises(NeuroContrastError, match="NaN"):
         read_volume(str(nan_path))
     assert issubclass(NeuroContrastError, ValueError)
+
+
+def test_nan_in_a_4d_nifti_dsc_is_refused(tmp_path):
+    from neurocontrast.io import read_dsc
+    signal = np.full((12, 3, 4, 5), 100.0, np.float32)
+    signal[7, 1, 2, 3] = np.nan
+    image = sitk.JoinSeries([sitk.GetImageFromArray(frame) for frame in signal])
+    path = tmp_path / "dsc.nii.gz"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(NeuroContrastError, match="NaN"):
+        read_dsc(str(path), tr_s=1.5, te_s=0.03)
