@@ -117,7 +117,11 @@ def _figure(std: Dict[str, np.ndarray], maps: Optional[Dict[str, np.ndarray]], k
     names = ["low", "virtual", "reference"]
     rows = 2 if maps is not None else 1
     fig, axes = plt.subplots(rows, 3, figsize=(12, 4.2 * rows), squeeze=False)
-    vmax = max(float(maps[n][k].max()) for n in names) if maps is not None else 1.0
+    # common colour scale: the 99.5th percentile of the reference map's non-zero values on this slice
+    vmax = 1.0
+    if maps is not None:
+        nz = maps["reference"][k][maps["reference"][k] > 0]
+        vmax = float(np.percentile(nz, 99.5)) if nz.size else 1.0
     for j, n in enumerate(names):
         axes[0, j].imshow(std[n][k], cmap="gray", vmin=0, vmax=1)
         axes[0, j].set_title(f"{n} T1c (slice {k})")

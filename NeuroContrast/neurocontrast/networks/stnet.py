@@ -124,70 +124,79 @@ class STNet(nn.Module):
         """Spatial encoder on a whole slice, equal to :meth:`encode_patches` of every 7×7 patch.
 
         ``image`` (Y, X, T) float32, the slice already zero-padded by 3 voxels on each side (the patch
-        extraction's padding), so Y = H + 6, X = W + 6. Returns (H, W, T, 64): the encoder output of the patch
-        centred on each original voxel. Memory ~ 9 × 32 × (H+2)(W+2)·T floats: process slices in row bands
-        (see :func:`neurocontrast.perfusion.deep.stnet_predict`).
+        extraction's padding), so Y = H + 6, X = W + 6. Returns (H, W, 64, T): the encoder output of the patch
+        centred on each original voxel. Internally (T, C, Y, X) with T as the batch of 2D convolutions; every
+        rim correction is a convolution restricted to the taps that need it, so the cost is about twice a
+        plain convolution of the slice. Memory ~ 9 × 32 × (H+2)(W+2)·T floats: process large slices in row
+        bands (see :func:`neurocontrast.perfusion.deep.stnet_predict`).
         """
         if image.dim() != 3 or image.shape[0] < PATCH or image.shape[1] < PATCH:
             raise ValueError(f"encode_slice needs a padded (Y, X, T) slice with Y, X >= 7, got {tuple(image.shape)}")
         conv1 = self.spatial[0]
-        w1 = conv1.weight[:, 0, :, :, 0]  # (8, 3, 3)
-        x = image.permute(2, 0, 1).unsqueeze(1)  # (T, 1, Y, X): T as the batch of a 2D convolution
-        # layer 1: one map per rim category; taps that leave the patch (rim side) are zeroed
+        x = image.permute(2, 0, 1).unsqueeze(1)  # (T, 1, Y, X)
+        w1 = conv1.weight[:, :, :, :, 0]  # (8, 1, 3, 3)
+        # layer 1: one map per rim category; the taps that leave the patch on the rim side are zeroed
         maps = {}
         for sy, sx in _RIM_CATS:
             w = w1.clone()
             if sy:
-                w[:, 1 + sy, :] = 0.0
+                w[:, :, 1 + sy, :] = 0.0
             if sx:
-                w[:, :, 1 + sx] = 0.0
-            out = F.conv2d(x, w.unsqueeze(1), conv1.bias, padding=1)  # (T, 8, Y, X)
-            maps[(sy, sx)] = F.relu(out).permute(2, 3, 0, 1)  # (Y, X, T, C) channels-last
-        # layers 2, 3 (intermediate): rim categories of the smaller extent
+                w[:, :, :, 1 + sx] = 0.0
+            maps[(sy, sx)] = F.relu(F.conv2d(x, w, conv1.bias, padding=1))  # (T, 8, Y, X)
         for conv in self.spatial[1:3]:
             maps = self._rim_layer(maps, conv)
-        # layer 4: the output voxel is the patch centre; tap (ky, kx) reads the rim category (ky, kx)
+        # layer 4: the output is the patch centre; tap (ky, kx) reads rim category (ky, kx)
         conv = self.spatial[3]
-        w = conv.weight[:, :, :, :, 0]  # (Cout, Cin, 3, 3)
+        w = conv.weight[:, :, :, :, 0]
         ref = maps[(0, 0)]
-        h, wd = ref.shape[0] - 2, ref.shape[1] - 2
-        out = conv.bias.view(1, 1, 1, -1).expand(h, wd, ref.shape[2], -1).clone()
+        h, wd = ref.shape[2] - 2, ref.shape[3] - 2
+        out = None
         for ky in (-1, 0, 1):
             for kx in (-1, 0, 1):
-                src = maps[(ky, kx)][1 + ky:1 + ky + h, 1 + kx:1 + kx + wd]
-                out = out + torch.matmul(src, w[:, :, 1 + ky, 1 + kx].t())
-        return F.relu(out)
+                part = _tap_conv(maps[(ky, kx)], w, (ky, ky), (kx, kx), h, wd)
+                out = part if out is None else out + part
+        out = F.relu(out + conv.bias.view(1, -1, 1, 1))  # (T, 64, H, W)
+        return out.permute(2, 3, 1, 0)
 
     @staticmethod
     def _rim_layer(maps: Dict[Tuple[int, int], torch.Tensor], conv: nn.Conv3d) -> Dict[Tuple[int, int], torch.Tensor]:
-        """One unpadded (3,3,1) layer on rim-category maps (Y, X, T, Cin) → maps (Y−2, X−2, T, Cout).
+        """One unpadded (3,3,1) layer on rim-category maps (T, Cin, Y, X) → maps (T, Cout, Y−2, X−2).
 
         Output category (sy, sx): tap (ky, kx) reads source category (sy if ky == sy ≠ 0 else 0,
         sx if kx == sx ≠ 0 else 0). Computed as the plain convolution of the (0, 0) map plus, for the taps
-        that read another category, that tap applied to the difference map.
+        that read another category, those taps applied to the difference map (category − (0, 0)).
         """
         w = conv.weight[:, :, :, :, 0]  # (Cout, Cin, 3, 3)
         base_in = maps[(0, 0)]
-        y, x = base_in.shape[0] - 2, base_in.shape[1] - 2
-        # plain convolution via F.conv2d with T folded into the batch
-        b = base_in.permute(2, 3, 0, 1)  # (T, Cin, Y, X)
-        base = F.conv2d(b, w, conv.bias).permute(2, 3, 0, 1)  # (y, x, T, Cout)
+        h, wd = base_in.shape[2] - 2, base_in.shape[3] - 2
+        base = F.conv2d(base_in, w, conv.bias)
         diffs = {cat: maps[cat] - base_in for cat in _RIM_CATS if cat != (0, 0)}
         out = {(0, 0): F.relu(base)}
         for sy, sx in _RIM_CATS:
             if (sy, sx) == (0, 0):
                 continue
             pre = base
-            for ky in (-1, 0, 1):
-                for kx in (-1, 0, 1):
-                    cy = sy if (sy != 0 and ky == sy) else 0
-                    cx = sx if (sx != 0 and kx == sx) else 0
-                    if (cy, cx) == (0, 0):
-                        continue
-                    src = diffs[(cy, cx)][1 + ky:1 + ky + y, 1 + kx:1 + kx + x]
-                    pre = pre + torch.matmul(src, w[:, :, 1 + ky, 1 + kx].t())
+            if sy and sx:  # corner: the corner tap, the rest of the rim row, the rest of the rim column
+                pre = pre + _tap_conv(diffs[(sy, sx)], w, (sy, sy), (sx, sx), h, wd)
+                rest_x = (-1, 0) if sx == 1 else (0, 1)
+                rest_y = (-1, 0) if sy == 1 else (0, 1)
+                pre = pre + _tap_conv(diffs[(sy, 0)], w, (sy, sy), rest_x, h, wd)
+                pre = pre + _tap_conv(diffs[(0, sx)], w, rest_y, (sx, sx), h, wd)
+            elif sy:  # top/bottom edge: the whole rim row
+                pre = pre + _tap_conv(diffs[(sy, 0)], w, (sy, sy), (-1, 1), h, wd)
+            else:  # left/right edge: the whole rim column
+                pre = pre + _tap_conv(diffs[(0, sx)], w, (-1, 1), (sx, sx), h, wd)
             out[(sy, sx)] = F.relu(pre)
         return out
+
+
+def _tap_conv(src: torch.Tensor, w: torch.Tensor, ky: Tuple[int, int], kx: Tuple[int, int], h: int,
+              wd: int) -> torch.Tensor:
+    """The taps ky[0]..ky[1] × kx[0]..kx[1] of a 3×3 unpadded convolution: src (T, Cin, h+2, wd+2) → (T, Cout, h, wd)."""
+    a, b = ky
+    c, d = kx
+    return F.conv2d(src[:, :, 1 + a:1 + b + h, 1 + c:1 + d + wd], w[:, :, 1 + a:2 + b, 1 + c:2 + d])
 
 
 def extract_patches(signal: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -449,12 +449,13 @@ def _boxplot(map_rows, seg_rows, path: str) -> None:
                     pos.append(i + (j - 0.5) * 0.36)
                     cols.append(colours[region])
         if data:
-            bp = ax.boxplot(data, positions=pos, widths=0.3, patch_artist=True, showfliers=True)
+            bp = ax.boxplot(data, positions=pos, widths=0.3, patch_artist=True, showfliers=False,
+                            medianprops={"color": "black"})
             for patch, c in zip(bp["boxes"], cols):
                 patch.set_facecolor(c)
-                patch.set_alpha(0.75)
-            for d, p in zip(data, pos):
-                ax.scatter(np.full(len(d), p), d, s=8, color="black", zorder=3)
+                patch.set_alpha(0.6)
+            for d, p, c in zip(data, pos, cols):  # every case as a point (readable also for one case)
+                ax.scatter(np.full(len(d), p), d, s=22, color=c, edgecolors="black", linewidths=0.6, zorder=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels([n.upper() if n != "tmax" else "Tmax" for n in names], fontsize=8)
         ax.set_title(metric.upper() if metric != "pearson" and metric != "spearman"
@@ -467,15 +468,17 @@ def _boxplot(map_rows, seg_rows, path: str) -> None:
         data = [[r[k] for r in seg_rows if r[k] is not None and np.isfinite(r[k])] for k in keys]
         keep = [(k, d) for k, d in zip(keys, data) if d]
         if keep:
-            bp = ax.boxplot([d for _, d in keep], patch_artist=True, widths=0.5)
+            bp = ax.boxplot([d for _, d in keep], patch_artist=True, widths=0.5, showfliers=False,
+                            medianprops={"color": "black"})
             for patch in bp["boxes"]:
                 patch.set_facecolor("#c44e52")
-                patch.set_alpha(0.75)
+                patch.set_alpha(0.6)
             for i, (_, d) in enumerate(keep, start=1):
-                ax.scatter(np.full(len(d), i), d, s=8, color="black", zorder=3)
+                ax.scatter(np.full(len(d), i), d, s=22, color="#c44e52", edgecolors="black", linewidths=0.6,
+                           zorder=3)
             ax.set_xticks(range(1, len(keep) + 1))
             ax.set_xticklabels([k.upper() for k, _ in keep], fontsize=8)
-        ax.set_title("Tmax > 6 s", fontsize=10)
+        ax.set_title(f"Tmax > {seg_rows[0]['threshold_s']:g} s segmentation", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.tick_params(labelsize=8)
     from matplotlib.patches import Patch

@@ -246,9 +246,9 @@ def stnet_predict(model, drop: np.ndarray, s0_rel: np.ndarray, aif: np.ndarray, 
                 band_mask = mask[z, y0:y1]
                 if not band_mask.any():
                     continue
-                feats = model.encode_slice(padded[y0:y1 + 6].contiguous())  # (rows, X, T, 64)
+                feats = model.encode_slice(padded[y0:y1 + 6].contiguous())  # (rows, X, 64, T)
                 idx = np.argwhere(band_mask)
-                f = feats[idx[:, 0], idx[:, 1]].permute(0, 2, 1)  # (N, 64, T)
+                f = feats[idx[:, 0], idx[:, 1]].contiguous()  # (N, 64, T)
                 for start in range(0, f.shape[0], batch_size):
                     sel = idx[start:start + batch_size]
                     ref = _reference(aif_t, s0_rel[z, y0 + sel[:, 0], sel[:, 1]], t)
