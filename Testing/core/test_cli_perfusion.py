@@ -52,7 +52,7 @@ def test_phantom_then_perfusion(phantom_dir, tmp_path, capsys):
     for name in ("cbf", "cbv", "mtt", "tmax", "ttp", "hypoperfusion"):
         assert (out / f"{name}.nii.gz").is_file()
     assert (out / "overview.png").is_file()
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert rep["method"] == "tikhonov" and rep["input"]["te_s"] == pytest.approx(0.03)  # TE from the JSON sidecar
     assert rep["parameters"]["lambda_"] == 0.3 and rep["parameters"]["smoothing_fwhm_mm"] == 4.0
     assert rep["input"]["tr_s"] == pytest.approx(1.5)
@@ -67,7 +67,7 @@ def test_demo_and_evaluate(tmp_path, capsys):
     cbv = float(re.search(r"CBV median ratio to truth\s+([0-9.]+)", text).group(1))
     assert dice >= 0.85 and 0.85 <= cbv <= 1.15, text
     assert "Tmax mean absolute error" in text and "time:" in text
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert rep["phantom_accuracy"]["dice_tmax_gt_6s"] == pytest.approx(dice, abs=1e-3)
     assert (out / "phantom" / "truth_tmax.nii.gz").is_file() and (out / "overview.png").is_file()
 
@@ -85,7 +85,7 @@ def test_demo_and_evaluate(tmp_path, capsys):
     assert float(seg["dice"]) == pytest.approx(dice, abs=0.02)  # same mask rule as the pipeline
     assert float(seg["auc"]) > 0.9 and float(seg["hd95_mm"]) < 30
     assert 3.0 < float(seg["threshold_youden_s"]) < 12.0 and 3.0 < float(seg["threshold_cao_s"]) < 12.0
-    summary = (ev / "summary.md").read_text()
+    summary = (ev / "summary.md").read_text(encoding="utf-8")
     assert "| AUC" in summary and "| CBV | whole brain |" in summary
 
 
@@ -144,7 +144,7 @@ def test_moyamoya_slices_end_to_end(name, shared_data, tmp_path):
     out = tmp_path / "out"
     assert main(["perfusion", path, "--aif", "auto", "--vof-mask", vof_path, "--te", str(te),
                  "--out", str(out), "--no-progress"]) == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert (out / "overview.png").stat().st_size > 50_000
     assert rep["parameters"]["aif"] == "auto" and rep["parameters"]["aif_voxels"] >= 1
     # the vein peaks after the artery

@@ -211,3 +211,28 @@ def test_to_native_rejects_wrong_shape(tcga):
         case.to_native(np.zeros((10, 10, 10), np.float32))
     with pytest.raises(NeuroContrastError, match="unknown sequence"):
         case.to_native(case.images["t1"], "adc")
+
+
+def test_given_mask_and_stripped_input_on_a_resampled_atlas(tmp_path):
+    """The atlas itself at 3 mm (a skull-stripped 'subject' whose truth is known): detected as stripped,
+    registered back onto the atlas, and a given brain mask is used as is."""
+    atlas, mask, start = P._atlas()
+    ref = sitk.Image([66, 78, 63], sitk.sitkFloat32)
+    ref.SetSpacing((3.0, 3.0, 3.0))
+    ref.SetOrigin(atlas.GetOrigin())
+    ref.SetDirection(atlas.GetDirection())
+    subject = sitk.Resample(atlas, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    mask_img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    mask_img.CopyInformation(atlas)
+    sub_mask = sitk.Resample(mask_img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    sitk.WriteImage(sub_mask, str(tmp_path / "mask.nii.gz"))
+    truth = mask[start[2]:start[2] + 160, start[1]:start[1] + 192, start[0]:start[0] + 160][::2, ::2, ::2]
+    stripped = P.preprocess({"t1": subject}, spacing_mm=2.0, registration="fast")
+    assert stripped.record.skull_strip["method"].startswith("already skull-stripped")
+    assert stripped.record.affine["target"] == "brain-only atlas"
+    assert stripped.images["t1"].shape == (80, 96, 80)
+    assert dice(stripped.brain_mask, truth) > 0.9
+    given = P.preprocess({"t1": subject}, spacing_mm=2.0, registration="fast",
+                         brain_mask=tmp_path / "mask.nii.gz")
+    assert given.record.skull_strip["method"] == "given mask"
+    assert dice(given.brain_mask, truth) > 0.9

@@ -84,7 +84,7 @@ def test_bids_sidecar(tmp_path):
     side.write_text(json.dumps({"EchoTime": 0}))
     with pytest.raises(NeuroContrastError, match="echo time"):
         read_dsc(path)
-    side.write_text("{not json")
+    side.write_text("{not json", encoding="utf-8")
     with pytest.raises(NeuroContrastError, match="sidecar"):
         read_dsc(path)
 

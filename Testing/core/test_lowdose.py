@@ -117,6 +117,9 @@ def test_lowdose_files_bad_input(shared_data, tmp_path):
     sitk.WriteImage(nan_img, str(tmp_path / "nan.mha"))
     with pytest.raises(NeuroContrastError, match="NaN"):
         L.simulate_lowdose_files(tmp_path / "nan.mha", case / "t1c.nii.gz", 0.25, tmp_path / "x.nii.gz")
+    sitk.WriteImage(nan_img, str(tmp_path / "nan.nii.gz"))  # ITK would read these NaNs back as 0
+    with pytest.raises(NeuroContrastError, match="NaN"):
+        L.simulate_lowdose_files(tmp_path / "nan.nii.gz", case / "t1c.nii.gz", 0.25, tmp_path / "x.nii.gz")
 
 
 def test_given_acquisition_noise_overrides_the_estimate():

@@ -104,7 +104,7 @@ def test_validation_errors_name_the_field(tmp_path, change, message):
 def test_load_errors_and_blind_labels(tmp_path):
     with pytest.raises(FileNotFoundError):
         StudyDesign.load(tmp_path)
-    (tmp_path / "study.json").write_text("{not json")
+    (tmp_path / "study.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(NeuroContrastError, match="not valid JSON"):
         StudyDesign.load(tmp_path)
     design = make(tmp_path / "s", n_cases=20)

@@ -219,10 +219,10 @@ def test_torn_last_log_line_is_skipped_but_inner_damage_is_reported(tmp_path):
     log_path = tmp_path / "events.jsonl"
     append_jsonl(log_path, {"event": "open"})
     append_jsonl(log_path, {"event": "grade"})
-    with open(log_path, "a") as handle:
+    with open(log_path, "a", encoding="utf-8") as handle:
         handle.write('{"event": "subm')                     # a crash in the middle of an append
     assert [e["event"] for e in read_jsonl(log_path)] == ["open", "grade"]
-    log_path.write_text('{"event": "open"}\n{broken\n{"event": "grade"}\n')
+    log_path.write_text('{"event": "open"}\n{broken\n{"event": "grade"}\n', encoding="utf-8")
     with pytest.raises(NeuroContrastError, match="line 2"):
         read_jsonl(log_path)
     write_json_atomic(tmp_path / "a.json", {"x": 1})

@@ -70,8 +70,8 @@ def test_report_files_and_table5_layout(study):
                  "grade_time_tests.csv", "agreement.csv", "contrast.csv", "report.md", "report.html",
                  "se_fdr_by_size.png", "times_grades.png"):
         assert (out / name).stat().st_size > 100, name
-    md = (out / "report.md").read_text()
-    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("<table>") >= 4 and "se_fdr_by_size.png" in html
     assert "| Stratum | Metric | R1 low | R1 vir | R1 low vs vir |" in md
     det = {(r["reader"], r["condition"], float(r["min_long_mm"])): r for r in _rows(out / "detection.csv")}

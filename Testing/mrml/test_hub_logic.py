@@ -127,7 +127,7 @@ def test_ensure_still_missing_after_install_is_an_error():
 def test_constraints_pin_slicer_packages(tmp_path):
     path = dependencies.write_constraints(tmp_path / "c.txt", version_of=fake_versions(SimpleITK="2.4.0",
                                                                                         torch="2.5.1"))
-    assert path.read_text().split() == ["SimpleITK==2.4.0", "torch==2.5.1"]
+    assert path.read_text(encoding="utf-8").split() == ["SimpleITK==2.4.0", "torch==2.5.1"]
 
 
 # ----------------------------------------------------------------------------------------- settings

@@ -90,7 +90,7 @@ def test_checker_finds_errors(tmp_path):
 <item><widget class="qMRMLNodeComboBox" name="inputSelector"><property name="nodeTypes"><stringlist>
 <string>vtkMRMLNoSuchNode</string></stringlist></property></widget></item></layout></widget>
 <customwidgets><customwidget><class>qMRMLWidget</class><extends>QWidget</extends></customwidget></customwidgets></ui>""")
-    (module / "Fake.py").write_text("self.ui.applyButton.clicked\nself.ui.missingButton.enabled = True\n")
+    (module / "Fake.py").write_text("self.ui.applyButton.clicked\nself.ui.missingButton.enabled = True\n", encoding="utf-8")
     found = problems(ui)
     assert "Fake.ui: duplicate object names ['applyButton']" in found
     assert "Fake.py: self.ui.missingButton is not in Fake.ui" in found

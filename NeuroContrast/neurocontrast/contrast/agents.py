@@ -75,7 +75,8 @@ def relaxivity(agent: str, field_strength_t: float) -> float:
     try:
         b = float(field_strength_t)
     except (TypeError, ValueError):
-        raise NeuroContrastError(f"field strength must be a number in tesla (1.5 or 3), got {field_strength_t!r}") from None
+        raise NeuroContrastError(f"field strength must be a number in tesla (1.5 or 3), "
+                                 f"got {field_strength_t!r}") from None
     if abs(b - 1.5) <= 0.1:
         return a.r1_1p5t
     if abs(b - 3.0) <= 0.1:

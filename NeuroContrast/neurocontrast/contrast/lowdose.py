@@ -16,8 +16,8 @@ Model (Pinetz et al. MIDL short paper and 2023 MICCAI: the noise must be preserv
 2. enhancement z̃ = post − pre'; its noise σ_sub from the negative half inside the brain;
 3. low = pre' + d · z̃ + n, n ~ N(0, σ_add²).  With independent acquisition noise σ_a = σ_sub / √2 in pre
    and post, pre' + d · z̃ = (1 − d) pre' + d · post carries noise σ_a √((1 − d)² + d²) < σ_a, i.e. it is
-   too smooth for a real acquisition. σ_add = σ_a √(1 − (1 − d)² − d²) = σ_a √(2 d (1 − d)) restores the
-   total noise of one acquisition, σ_a (d = 1 returns post exactly).
+   too smooth for a real acquisition. σ_add = σ_a √(1 − (1 − d)² − d²) = σ_a √(2 d (1 − d))
+   restores the total noise of one acquisition, σ_a (d = 1 returns post exactly).
 Gadolinium enhancement is taken as linear in dose (T1-weighted signal at clinical concentrations); this is
 the same simplification as the papers' simulated-dose experiments.
 """
@@ -44,7 +44,8 @@ def check_dose(dose) -> float:
     try:
         value = float(dose)
     except (TypeError, ValueError):
-        raise NeuroContrastError(f"dose must be a number in (0, 1] (fraction of the standard dose), got {dose!r}") from None
+        raise NeuroContrastError(f"dose must be a number in (0, 1] (fraction of the standard dose), "
+                                 f"got {dose!r}") from None
     if not np.isfinite(value) or not 0.0 < value <= 1.0:
         raise NeuroContrastError(f"dose must be in (0, 1] (fraction of the standard dose, e.g. 0.25), got {dose!r}")
     return value

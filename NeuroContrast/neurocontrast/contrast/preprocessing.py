@@ -545,7 +545,8 @@ def _resample(image: sitk.Image, geometry: Geometry, transform: sitk.Transform, 
 
 
 def preprocess(images: Mapping[str, ImageInput], reference: str = "t1", skull_stripper: str = "auto",
-               progress: Optional[ProgressCallback] = None, *, registration: Union[str, RegistrationSettings] = "default",
+               progress: Optional[ProgressCallback] = None, *,
+               registration: Union[str, RegistrationSettings] = "default",
                spacing_mm: float = 1.0, clip_percentiles: Tuple[float, float] = (1.0, 99.0),
                clip_z: Optional[Tuple[float, float]] = None, brain_mask: Optional[ImageInput] = None,
                required: Sequence[str] = ()) -> PreprocessedCase:

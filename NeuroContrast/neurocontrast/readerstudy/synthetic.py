@@ -90,14 +90,14 @@ def make_synthetic_study(folder, n_cases: int = 20, readers: Sequence[str] = ("R
     truth_json = {c: [l.to_dict() for l in ls] for c, ls in truth.items()}
     import json
 
-    (folder / "synthetic_truth.json").write_text(json.dumps(truth_json, indent=1))
+    (folder / "synthetic_truth.json").write_text(json.dumps(truth_json, indent=1), encoding="utf-8")
     return {"design": design, "truth": truth}
 
 
 def load_truth(folder) -> Dict[str, List[Lesion]]:
     import json
 
-    data = json.loads((Path(folder) / "synthetic_truth.json").read_text())
+    data = json.loads((Path(folder) / "synthetic_truth.json").read_text(encoding="utf-8"))
     return {c: [Lesion.from_dict(d) for d in ls] for c, ls in data.items()}
 
 
