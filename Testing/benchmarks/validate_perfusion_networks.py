@@ -79,10 +79,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--shape", type=int, nargs=3, default=(4, 64, 64))
+    ap.add_argument("--shape", type=int, nargs=3, default=(4, 48, 48))
+    ap.add_argument("--methods", nargs="+", default=["stnet", "tmaxnet", "osvd", "ssvd"])
+    ap.add_argument("--merge", nargs="*", default=[], help="JSON results of earlier runs to merge (tables only)")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged = {"phantoms": [], "moyamoya": []}
+        for path in args.merge:
+            with open(path, encoding="utf-8") as fh:
+                part = json.load(fh)
+            merged["phantoms"] += part["phantoms"]
+            merged["moyamoya"] += part["moyamoya"]
+        print(markdown(merged))
+        return
     torch.set_num_threads(1)
-    methods = ["stnet", "tmaxnet", "osvd", "ssvd"]
+    methods = list(args.methods)
     rows = []
     for case in phantom_cases(args.quick):
         n_frames = int(round(75.0 / case["tr_s"]))
@@ -121,10 +132,10 @@ def main(argv=None):
         from neurocontrast import metrics
 
         dsc = read_dsc(path, tr_s=2.0, te_s=0.03)  # TE is not given by the source: assumed 30 ms
-        results, secs = run_methods(dsc, None, None, methods, aif="auto")
+        results, secs = run_methods(dsc, None, None, sorted(set(methods) | {"osvd"}), aif="auto")
         ref = results["osvd"]
         mask = ref.brain_mask
-        for m in ("stnet", "tmaxnet", "ssvd"):
+        for m in [x for x in methods if x != "osvd"]:
             row = {"slice": name, "method": m, "seconds": secs[m]}
             for key in ("tmax", "cbf", "cbv"):
                 if key in results[m].maps:

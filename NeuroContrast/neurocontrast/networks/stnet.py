@@ -125,30 +125,30 @@ class STNet(nn.Module):
 
         ``image`` (Y, X, T) float32, the slice already zero-padded by 3 voxels on each side (the patch
         extraction's padding), so Y = H + 6, X = W + 6. Returns (H, W, 64, T): the encoder output of the patch
-        centred on each original voxel. Internally (T, C, Y, X) with T as the batch of 2D convolutions; every
+        centred on each original voxel. Every
         rim correction is a convolution restricted to the taps that need it, so the cost is about twice a
-        plain convolution of the slice. Memory ~ 9 × 32 × (H+2)(W+2)·T floats: process large slices in row
+        plain convolution of the slice. Layout (1, C, Y, X, T) with the network's own (3,3,1) kernels. Memory ~ 9 × 32 × (H+2)(W+2)·T floats: process large slices in row
         bands (see :func:`neurocontrast.perfusion.deep.stnet_predict`).
         """
         if image.dim() != 3 or image.shape[0] < PATCH or image.shape[1] < PATCH:
             raise ValueError(f"encode_slice needs a padded (Y, X, T) slice with Y, X >= 7, got {tuple(image.shape)}")
         conv1 = self.spatial[0]
-        x = image.permute(2, 0, 1).unsqueeze(1)  # (T, 1, Y, X)
-        w1 = conv1.weight[:, :, :, :, 0]  # (8, 1, 3, 3)
+        x = image[None, None]  # (1, 1, Y, X, T)
+        w1 = conv1.weight  # (8, 1, 3, 3, 1)
         # layer 1: one map per rim category; the taps that leave the patch on the rim side are zeroed
         maps = {}
         for sy, sx in _RIM_CATS:
             w = w1.clone()
             if sy:
-                w[:, :, 1 + sy, :] = 0.0
+                w[:, :, 1 + sy] = 0.0
             if sx:
                 w[:, :, :, 1 + sx] = 0.0
-            maps[(sy, sx)] = F.relu(F.conv2d(x, w, conv1.bias, padding=1))  # (T, 8, Y, X)
+            maps[(sy, sx)] = F.relu(F.conv3d(x, w, conv1.bias, padding=(1, 1, 0)))  # (1, 8, Y, X, T)
         for conv in self.spatial[1:3]:
             maps = self._rim_layer(maps, conv)
         # layer 4: the output is the patch centre; tap (ky, kx) reads rim category (ky, kx)
         conv = self.spatial[3]
-        w = conv.weight[:, :, :, :, 0]
+        w = conv.weight
         ref = maps[(0, 0)]
         h, wd = ref.shape[2] - 2, ref.shape[3] - 2
         out = None
@@ -156,21 +156,21 @@ class STNet(nn.Module):
             for kx in (-1, 0, 1):
                 part = _tap_conv(maps[(ky, kx)], w, (ky, ky), (kx, kx), h, wd)
                 out = part if out is None else out + part
-        out = F.relu(out + conv.bias.view(1, -1, 1, 1))  # (T, 64, H, W)
-        return out.permute(2, 3, 1, 0)
+        out = F.relu(out + conv.bias.view(1, -1, 1, 1, 1))  # (1, 64, H, W, T)
+        return out[0].permute(1, 2, 0, 3)
 
     @staticmethod
     def _rim_layer(maps: Dict[Tuple[int, int], torch.Tensor], conv: nn.Conv3d) -> Dict[Tuple[int, int], torch.Tensor]:
-        """One unpadded (3,3,1) layer on rim-category maps (T, Cin, Y, X) → maps (T, Cout, Y−2, X−2).
+        """One unpadded (3,3,1) layer on rim-category maps (1, Cin, Y, X, T) → maps (1, Cout, Y−2, X−2, T).
 
         Output category (sy, sx): tap (ky, kx) reads source category (sy if ky == sy ≠ 0 else 0,
         sx if kx == sx ≠ 0 else 0). Computed as the plain convolution of the (0, 0) map plus, for the taps
         that read another category, those taps applied to the difference map (category − (0, 0)).
         """
-        w = conv.weight[:, :, :, :, 0]  # (Cout, Cin, 3, 3)
+        w = conv.weight  # (Cout, Cin, 3, 3, 1)
         base_in = maps[(0, 0)]
         h, wd = base_in.shape[2] - 2, base_in.shape[3] - 2
-        base = F.conv2d(base_in, w, conv.bias)
+        base = F.conv3d(base_in, w, conv.bias)
         diffs = {cat: maps[cat] - base_in for cat in _RIM_CATS if cat != (0, 0)}
         out = {(0, 0): F.relu(base)}
         for sy, sx in _RIM_CATS:
@@ -193,10 +193,11 @@ class STNet(nn.Module):
 
 def _tap_conv(src: torch.Tensor, w: torch.Tensor, ky: Tuple[int, int], kx: Tuple[int, int], h: int,
               wd: int) -> torch.Tensor:
-    """The taps ky[0]..ky[1] × kx[0]..kx[1] of a 3×3 unpadded convolution: src (T, Cin, h+2, wd+2) → (T, Cout, h, wd)."""
+    """The taps ky[0]..ky[1] × kx[0]..kx[1] of an unpadded (3,3,1) convolution (weight (Cout, Cin, 3, 3, 1)):
+    src (1, Cin, h+2, wd+2, T) → (1, Cout, h, wd, T)."""
     a, b = ky
     c, d = kx
-    return F.conv2d(src[:, :, 1 + a:1 + b + h, 1 + c:1 + d + wd], w[:, :, 1 + a:2 + b, 1 + c:2 + d])
+    return F.conv3d(src[:, :, 1 + a:1 + b + h, 1 + c:1 + d + wd], w[:, :, 1 + a:2 + b, 1 + c:2 + d])
 
 
 def extract_patches(signal: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -206,7 +206,7 @@ def stnet_to_physical(outputs: np.ndarray, target_scale, dt: float) -> Dict[str,
 
 
 def stnet_predict(model, drop: np.ndarray, s0_rel: np.ndarray, aif: np.ndarray, mask: np.ndarray,
-                  mode: str = "fc", batch_size: int = 4096, band_rows: int = 32,
+                  mode: str = "fc", batch_size: int = 4096, band_rows: int = 16,
                   progress: Optional[ProgressCallback] = None) -> np.ndarray:
     """Run ST-Net on every voxel of ``mask``; returns scaled outputs (Z, Y, X, 3) float32 (0 outside).
 
@@ -246,9 +246,12 @@ def stnet_predict(model, drop: np.ndarray, s0_rel: np.ndarray, aif: np.ndarray, 
                 band_mask = mask[z, y0:y1]
                 if not band_mask.any():
                     continue
-                feats = model.encode_slice(padded[y0:y1 + 6].contiguous())  # (rows, X, 64, T)
-                idx = np.argwhere(band_mask)
+                cols = np.flatnonzero(band_mask.any(axis=0))
+                x0, x1 = int(cols[0]), int(cols[-1]) + 1  # encode only the columns the band's mask spans
+                feats = model.encode_slice(padded[y0:y1 + 6, x0:x1 + 6].contiguous())  # (rows, x1-x0, 64, T)
+                idx = np.argwhere(band_mask[:, x0:x1])
                 f = feats[idx[:, 0], idx[:, 1]].contiguous()  # (N, 64, T)
+                idx[:, 1] += x0
                 for start in range(0, f.shape[0], batch_size):
                     sel = idx[start:start + batch_size]
                     ref = _reference(aif_t, s0_rel[z, y0 + sel[:, 0], sel[:, 1]], t)

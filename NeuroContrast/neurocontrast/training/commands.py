@@ -41,6 +41,8 @@ def register(groups) -> None:
     q.add_argument("--slice-size", type=int, default=48, help="synthetic slice size (voxels)")
     q.add_argument("--crop", type=int, default=None, help="train on crop x crop windows (half on lesions)")
     q.add_argument("--lr-halving-epochs", type=int, default=4, help="halve the learning rate every N epochs")
+    q.add_argument("--input-scale", type=float, default=1.0, help="factor on the relative signal drops")
+    q.add_argument("--nll-beta", type=float, default=1.0, help="beta-NLL exponent (0 = plain Laplace NLL)")
     q.set_defaults(func=_run_tmaxnet)
 
 
@@ -80,9 +82,11 @@ def _run_tmaxnet(args) -> int:
                                 batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
                                 resume=args.resume, max_minutes=args.max_minutes, encoding=args.encoding,
                                 n_frames=args.n_frames, slice_size=args.slice_size, crop=args.crop,
-                                lr_halving_epochs=args.lr_halving_epochs,
+                                lr_halving_epochs=args.lr_halving_epochs, nll_beta=args.nll_beta,
+                                input_scale=args.input_scale,
                                 data_dir=args.data)
     return _finish(model, meta, args, "tmaxnet", {"batch_size": args.batch_size, "lr": args.lr,
                                                   "crop": args.crop, "lr_halving_epochs": args.lr_halving_epochs,
+                                                  "nll_beta": args.nll_beta, "input_scale": args.input_scale,
                                                   "n_frames": args.n_frames, "slice_size": args.slice_size,
                                                   "steps_per_epoch": args.steps_per_epoch})

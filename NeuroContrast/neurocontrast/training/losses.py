@@ -39,10 +39,18 @@ def importance_weight(target_s: torch.Tensor, pred_s: torch.Tensor, low: float =
 
 
 def laplace_nll(mean: torch.Tensor, scale: torch.Tensor, target: torch.Tensor,
-                weight: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                weight: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+                beta: float = 0.0) -> torch.Tensor:
     """Weighted Laplace negative log-likelihood (Hess et al. eq. 1, 4): mean over ``mask`` of
-    W · (log b + |p − p̂| / b). All tensors of one shape; ``scale`` (b) > 0."""
+    W · (log b + |p − p̂| / b). All tensors of one shape; ``scale`` (b) > 0.
+
+    beta > 0 multiplies each voxel's term by the *detached* b^beta (β-NLL, Seitzer et al., ICLR 2022): with
+    beta = 1 the gradient for the mean is that of the L1 loss, so the network cannot lower its loss by
+    declaring hard voxels (long Tmax) uncertain instead of fitting them; the optimum for b is still |p − p̂|.
+    beta = 0 is the paper's loss."""
     nll = torch.log(scale) + (target - mean).abs() / scale
+    if beta:
+        nll = nll * scale.detach() ** beta
     if weight is not None:
         nll = nll * weight
     if mask is not None:

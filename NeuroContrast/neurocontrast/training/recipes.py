@@ -86,6 +86,7 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
                   max_minutes: Optional[float] = None, n_frames: int = 64, slice_size: int = 48,
                   encoding: int = 256, shift_range=(-4, 20), val_slices: int = 12, data_dir: Optional[str] = None,
                   crop: Optional[int] = None, lesion_crop_fraction: float = 0.5, lr_halving_epochs: int = 4,
+                  nll_beta: float = 1.0, input_scale: float = 1.0,
                   log_fn: Callable[[str], None] = print):
     """Train the Tmax net; returns (model with the best weights, meta). See the module docstring.
 
@@ -93,11 +94,13 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
     1×32×256 patches); a fraction ``lesion_crop_fraction`` of the windows is centred on a hypoperfused voxel
     (where the slice has one). The arterial patch is always found on the whole slice. Validation uses whole
     slices. lr_halving_epochs : the learning rate is halved every this many epochs (paper: 4).
+    nll_beta : β of :func:`~neurocontrast.training.losses.laplace_nll` (0 = the paper's plain Laplace NLL;
+    the default 1 keeps the network from collapsing to the median Tmax, as it did with β = 0 here).
     """
     from neurocontrast.networks.tmaxnet import TmaxNet
 
     torch.manual_seed(seed)
-    model = TmaxNet(n_frames=n_frames, encoding=encoding)
+    model = TmaxNet(n_frames=n_frames, encoding=encoding, input_scale=input_scale)
     next_slice = _slice_stream(data_dir, ("tmax",), False, slice_size)
 
     def one(rng, shift: bool):
@@ -124,7 +127,7 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
         out = m(batch["voxels"], batch["arterial"])
         scale = m.target_scale * batch["dt"].view(-1, 1, 1)
         weight = losses.importance_weight(batch["target"] * scale, out[:, 0].detach() * scale)
-        loss = losses.laplace_nll(out[:, 0], out[:, 1], batch["target"], weight, batch["mask"])
+        loss = losses.laplace_nll(out[:, 0], out[:, 1], batch["target"], weight, batch["mask"], nll_beta)
         mae = float(((out[:, 0] - batch["target"]).abs() * scale)[batch["mask"]].mean().detach())
         return loss, {"mae_tmax_s": mae}
 
@@ -134,7 +137,7 @@ def train_tmaxnet(out_dir: str, *, epochs: int = 30, steps_per_epoch: int = 50, 
             out = m(b["voxels"], b["arterial"])
             scale = m.target_scale * b["dt"].view(-1, 1, 1)
             w = losses.importance_weight(b["target"] * scale, out[:, 0] * scale)
-            nll += float(losses.laplace_nll(out[:, 0], out[:, 1], b["target"], w, b["mask"]))
+            nll += float(losses.laplace_nll(out[:, 0], out[:, 1], b["target"], w, b["mask"], nll_beta))
             mae += float(((out[:, 0] - b["target"]).abs() * scale)[b["mask"]].mean())
             n += 1
         return {"loss": nll / n, "mae_tmax_s": mae / n}
