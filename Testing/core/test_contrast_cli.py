@@ -128,4 +128,5 @@ def test_train_virtual_command(setup, tmp_path, capsys):
                  "--preprocessed", "--base-channels", "2", "--depth", "2", "--crop", "16", "--iterations", "2",
                  "--validate-every", "1", "--folds", "2", "--fold", "1", "--name", "mine", "--progress-lines"]) == 0
     assert "mine-fold1" in capsys.readouterr().out
-    assert [m.name for m in weights.list_models(tmp_path / "m")][0] == "mine-fold1"
+    found = {m.name: m for m in weights.list_models(tmp_path / "m")}
+    assert "mine-fold1" in found and weights.verify(found["mine-fold1"])

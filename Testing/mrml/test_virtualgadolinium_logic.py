@@ -105,8 +105,8 @@ def test_failed_command_reports_its_error(mrml_scene, tmp_path):
 def test_models_folder_browse_and_clear(tmp_path):
     folder = tmp_path / "user-models"
     weights.save_model({"w": torch.zeros(2)}, folder, "mine", "ResidualUNet3D", {})
-    listed = VirtualGadoliniumLogic.available_models(folder)
-    assert listed[0]["name"] == "mine" and not listed[0]["shipped"]
+    listed = {m["name"]: m for m in VirtualGadoliniumLogic.available_models(folder)}
+    assert not listed["mine"]["shipped"] and listed["virtual-demo-fold0"]["shipped"]
     assert VirtualGadoliniumLogic.models_folder(VirtualGadoliniumParameters(models_dir=str(folder))) == folder
     assert VirtualGadoliniumLogic.clear_models_folder(folder) == 2
     assert not list(folder.iterdir())
