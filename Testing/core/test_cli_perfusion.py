@@ -3,7 +3,6 @@ the real moyamoya slices end to end, and bad input (exit code 2, one line)."""
 
 import csv
 import json
-import os
 import re
 
 import numpy as np

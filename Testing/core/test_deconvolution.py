@@ -100,7 +100,6 @@ def test_ssvd_underestimates_cbf_for_positive_delay():
 # ---------------------------------------------------------------- oSVD internals
 def _reference_osvd(tissue, aif, tr, oi, thresholds):
     """Plain reference: one cSVD per threshold, pick per voxel the lowest threshold with OI <= oi."""
-    t = aif.size
     u, s, vt = np.linalg.svd(aif_matrix(aif, tr, circulant=True))
     padded = np.vstack([tissue, np.zeros_like(tissue)])
     ks, ois = [], []

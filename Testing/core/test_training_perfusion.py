@@ -1,7 +1,6 @@
 """Training data, losses and loops of the perfusion networks (issue 5)."""
 
 import json
-import os
 import shutil
 
 import numpy as np

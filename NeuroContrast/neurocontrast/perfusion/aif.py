@@ -10,7 +10,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from neurocontrast.errors import GeometryError, NeuroContrastError
-from neurocontrast.perfusion.signal import _bolus_frames, _robust_sd, bolus_arrival
+from neurocontrast.perfusion.signal import _bolus_frames, _robust_sd, bolus_arrival, check_tr, spatial_mask
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +186,11 @@ def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.n
     from sklearn.cluster import KMeans
 
     data = _check_series(delta_r2star, "delta_r2star")
-    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
-        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    tr_s = check_tr(tr_s)
     if int(n_voxels) < 1:
         raise NeuroContrastError(f"n_voxels must be >= 1, got {n_voxels!r}")
     spatial = data.shape[1:]
-    if brain_mask is None:
-        mask = np.ones(spatial, dtype=bool)
-    else:
-        mask = np.asarray(brain_mask).astype(bool)
-        if mask.shape != spatial:
-            raise GeometryError(f"brain_mask has shape {mask.shape} but the series has (Z, Y, X) = {spatial}")
+    mask = spatial_mask(brain_mask, spatial)
     index = np.flatnonzero(mask.ravel())
     curves = data.reshape(data.shape[0], -1)[:, index].astype(np.float64)
     if not np.all(np.isfinite(curves)):
@@ -259,8 +253,7 @@ def rescale_aif_to_vof(aif: np.ndarray, vof: np.ndarray, tr_s: float) -> Tuple[n
         raise NeuroContrastError(f"aif and vof must be (T,) curves of the same length, got {a.shape} and {v.shape}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(v))):
         raise NeuroContrastError("aif or vof contains NaN or infinite values")
-    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
-        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    tr_s = check_tr(tr_s)
     area_a = float(np.trapezoid(a, dx=tr_s))
     area_v = float(np.trapezoid(v, dx=tr_s))
     if area_a <= 0:

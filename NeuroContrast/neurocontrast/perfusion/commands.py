@@ -399,7 +399,7 @@ def cmd_evaluate(args) -> int:
             return "–"
         return f"{v.mean():.3f}" if v.size == 1 else f"{v.mean():.3f} ({v.std(ddof=1):.3f})"
 
-    lines = [f"# Perfusion evaluation", "", f"Predictions: `{args.pred_dir}`  ", f"Reference: `{args.ref_dir}`  ",
+    lines = ["# Perfusion evaluation", "", f"Predictions: `{args.pred_dir}`  ", f"Reference: `{args.ref_dir}`  ",
              f"Cases: {len(pairs)}. Values are mean (SD) over cases (Cao et al. Table 1 and 2 layout).", ""]
     lines += ["## Maps (Table 2)", "", "| map | region | PSNR ↑ | SSIM ↑ | PCC ↑ | SCC ↑ | NRMSE ↓ |",
               "|---|---|---|---|---|---|---|"]

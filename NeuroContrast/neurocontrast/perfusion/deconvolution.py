@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover - without it BLAS keeps its own threadin
         return contextlib.nullcontext()
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.perfusion.signal import check_tr
 
 METHODS = ("ssvd", "csvd", "osvd", "tikhonov")
 
@@ -151,8 +152,7 @@ def _check_inputs(tissue: np.ndarray, aif: np.ndarray, tr_s: float) -> Tuple[np.
                                  "they must be sampled on the same frames")
     if aif.shape[0] < 10:
         raise NeuroContrastError(f"the AIF has {aif.shape[0]} frames; at least 10 are needed")
-    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
-        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    tr_s = check_tr(tr_s)
     if not np.all(np.isfinite(aif)):
         raise NeuroContrastError("the AIF contains NaN or infinite values")
     if not np.all(np.isfinite(tissue)):

@@ -27,6 +27,7 @@ import numpy as np
 
 from neurocontrast.errors import GeometryError, NeuroContrastError
 from neurocontrast.perfusion.deconvolution import METHODS, deconvolve, residue_delay_s
+from neurocontrast.perfusion.signal import check_tr, spatial_mask
 from neurocontrast.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
@@ -123,18 +124,12 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         raise NeuroContrastError(f"the AIF must be (T,) = ({data.shape[0]},) to match the series, got {aif.shape}")
     if str(method).lower() not in METHODS:
         raise NeuroContrastError(f"unknown deconvolution method {method!r}; expected one of {', '.join(METHODS)}")
-    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
-        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    tr_s = check_tr(tr_s)
     constants = constants or PerfusionConstants()
     spatial = data.shape[1:]
-    if brain_mask is None:
-        mask = np.ones(spatial, dtype=bool)
-    else:
-        mask = np.asarray(brain_mask).astype(bool)
-        if mask.shape != spatial:
-            raise GeometryError(f"brain_mask has shape {mask.shape} but the series has (Z, Y, X) = {spatial}")
-        if not mask.any():
-            raise NeuroContrastError("brain_mask is empty: no voxel to compute")
+    mask = spatial_mask(brain_mask, spatial)
+    if not mask.any():
+        raise NeuroContrastError("brain_mask is empty: no voxel to compute")
     t = data.shape[0]
     index = np.flatnonzero(mask.ravel())
     flat = data.reshape(t, -1)

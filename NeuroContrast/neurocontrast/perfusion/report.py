@@ -10,7 +10,7 @@ their quality figures, and the hypoperfusion volumes (Tmax > 4/6/8/10 s) and mis
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 

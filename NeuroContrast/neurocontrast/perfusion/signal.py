@@ -32,6 +32,25 @@ NON_STEADY_STATE_MAX_S = 10.0
 ARRIVAL_SIGMAS = 3.0
 
 
+
+def check_tr(tr_s) -> float:
+    """``tr_s`` as a float; raises NeuroContrastError unless it is a finite positive frame interval (s)."""
+    if not (tr_s is not None and np.isfinite(tr_s) and tr_s > 0):
+        raise NeuroContrastError(f"tr_s must be a positive frame interval in seconds, got {tr_s!r}")
+    return float(tr_s)
+
+
+def spatial_mask(brain_mask, spatial: Tuple[int, ...], name: str = "brain_mask") -> np.ndarray:
+    """``brain_mask`` as a bool array of shape ``spatial`` (all True when None); GeometryError on a shape mismatch."""
+    from neurocontrast.errors import GeometryError
+
+    if brain_mask is None:
+        return np.ones(spatial, dtype=bool)
+    mask = np.asarray(brain_mask).astype(bool)
+    if mask.shape != tuple(spatial):
+        raise GeometryError(f"{name} has shape {mask.shape} but the series has (Z, Y, X) = {tuple(spatial)}")
+    return mask
+
 class _BolusFrames(NamedTuple):
     level: float        # baseline level of the (rising) curve
     noise_sd: float     # robust frame-to-frame noise SD

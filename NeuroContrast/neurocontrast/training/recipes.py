@@ -11,7 +11,6 @@ Data: synthetic slices (:func:`neurocontrast.training.datasets.random_slice`) by
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
