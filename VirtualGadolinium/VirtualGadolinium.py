@@ -105,6 +105,7 @@ class VirtualGadoliniumWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):
             nodes = self.logic.import_outputs()
+            self.logic.cleanup()  # the temporary inputs/outputs are now nodes in the scene
             main = nodes.get("virtual") or nodes.get("amplified") or nodes.get("synthesised")
             contrast = self.parameters().contrast
             # side by side, linked: input on the left (Red), result on the right (Yellow)

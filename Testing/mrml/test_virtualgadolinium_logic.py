@@ -1,6 +1,7 @@
 """VirtualGadoliniumLib.logic against a real MRML scene (slicer-core): node ⇄ file geometry, command building,
 the subprocess run with progress, output import, DWI → ADC, models folder management."""
 
+import os
 import sys
 
 import numpy as np
@@ -82,6 +83,7 @@ def test_run_in_subprocess_and_import_outputs(mrml_scene, tmp_path, monkeypatch)
     monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
     out = logic.run(p, progress=lambda f, m: seen.append(f), timeout=300)
     assert set(out) >= {"amplified", "enhancement", "brain_mask"}
+    assert not os.path.exists(logic.work_dir), "the temporary work folder is removed once the outputs are nodes"
     assert max(seen) == pytest.approx(1.0)
     result = out["amplified"]
     assert result.GetImageData().GetDimensions() == nodes["t1c"].GetImageData().GetDimensions()

@@ -320,6 +320,8 @@ class VirtualGadoliniumLogic:
 
     def start(self, p: VirtualGadoliniumParameters, work_dir: Optional[str] = None) -> CommandRunner:
         """Export inputs and start the command in a subprocess; poll with :meth:`poll`."""
+        self.cleanup()
+        self._owns_work_dir = work_dir is None
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="VirtualGadolinium-")
         inputs = self.export_inputs(p, os.path.join(self.work_dir, "inputs"))
         command = self.build_command(p, inputs, os.path.join(self.work_dir, "outputs"))
@@ -328,6 +330,15 @@ class VirtualGadoliniumLogic:
         self.parameters = p
         self.runner = CommandRunner(command, env=env)
         return self.runner
+
+    def cleanup(self) -> None:
+        """Remove the temporary work folder of the last run (inputs exported from the scene and the command's
+        outputs, already imported as nodes). A folder given by the caller is left alone."""
+        import shutil
+
+        if getattr(self, "_owns_work_dir", False) and self.work_dir and os.path.isdir(self.work_dir):
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self._owns_work_dir = False
 
     def poll(self) -> Dict:
         """Status of the running command (see :meth:`CommandRunner.poll`)."""
@@ -380,6 +391,9 @@ class VirtualGadoliniumLogic:
                 raise NeuroContrastError(f"the command did not finish within {timeout} s")
             time.sleep(0.2)
         status = runner.wait()
-        if status["returncode"] != 0:
-            raise NeuroContrastError(f"neurocontrast failed: {status['error']}")
-        return self.import_outputs(p)
+        try:
+            if status["returncode"] != 0:
+                raise NeuroContrastError(f"neurocontrast failed: {status['error']}")
+            return self.import_outputs(p)
+        finally:
+            self.cleanup()
