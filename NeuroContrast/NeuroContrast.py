@@ -37,7 +37,10 @@ def _registerSampleData():
 
 
 def _loadPhantom():
+    from NeuroContrastLib.dependencies import ensure_dependencies
+
     with slicer.util.tryWithErrorDisplay("Failed to generate the DSC phantom.", waitCursor=True):
+        ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay)  # the phantom needs scipy
         nodes = NeuroContrastLogic().load_sample()
         proxy = nodes["browser"].GetProxyNode(nodes["sequence"]) if nodes["browser"] else None
         if proxy is not None:

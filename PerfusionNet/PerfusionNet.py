@@ -42,7 +42,9 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = PerfusionNetLogic()
-        self.parameterNode = ScriptedLoadableModuleLogic().getParameterNode()
+        parameterLogic = ScriptedLoadableModuleLogic()
+        parameterLogic.moduleName = "PerfusionNet"  # the base class would name the node "ScriptedLoadableModule"
+        self.parameterNode = parameterLogic.getParameterNode()
         self.curvesTimer = qt.QTimer()
         self.curvesTimer.setSingleShot(True)
         self.curvesTimer.setInterval(600)

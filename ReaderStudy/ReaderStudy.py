@@ -241,7 +241,8 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p0, p1 = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
         caller.GetNthControlPointPositionWorld(0, p0)
         caller.GetNthControlPointPositionWorld(1, p1)
-        slicer.mrmlScene.RemoveNode(caller)
+        # the markups widget still uses the node after this event: remove it only once the event has returned
+        qt.QTimer.singleShot(0, lambda node=caller: slicer.mrmlScene.RemoveNode(node))
         self.pendingLine = None
         normal = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
         with slicer.util.tryWithErrorDisplay("Cannot add the lesion."):
@@ -326,4 +327,4 @@ class ReaderStudyTest(ScriptedLoadableModuleTest):
         self.assertEqual(stored["status"], "submitted")
         self.assertEqual(stored["lesions"][0]["id"], lesionId)
         self.assertTrue(os.path.exists(os.path.join(folder, "reads", "R1", "events.jsonl")))
-        self.delayDisplay("ReaderStudy test passed")
+        self.delayDisplay("ReaderStudy self-test passed")

@@ -16,7 +16,7 @@ class VirtualGadolinium(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "VirtualGadolinium"
         self.parent.categories = ["NeuroContrast"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["NeuroContrast"]  # the core package and NeuroContrastLib live in that module
         self.parent.contributors = ["NeuroContrast contributors"]
         self.parent.helpText = (
             "Virtual full-dose T1c from T1, T2-FLAIR (ADC) and a low-dose T1c (Ammari et al. 2022); contrast "
@@ -81,7 +81,10 @@ class VirtualGadoliniumWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.modelsInfoLabel.text = ", ".join(f"{m['name']} ({m['size_mb']} MB)" for m in models) or "no models"
 
     def onApply(self):
+        from NeuroContrastLib.dependencies import ensure_dependencies
+
         with slicer.util.tryWithErrorDisplay("VirtualGadolinium failed to start.", waitCursor=True):
+            ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay)  # torch, monai... for the subprocess
             self.logic.start(self.parameters())
             self.ui.applyButton.enabled = False
             self.ui.cancelButton.enabled = True
@@ -101,6 +104,7 @@ class VirtualGadoliniumWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.cancelButton.enabled = False
         self.updateApply()
         if status["returncode"] != 0:
+            self.logic.cleanup()  # do not leave the exported patient images in the temporary folder
             slicer.util.errorDisplay(f"VirtualGadolinium failed: {status['error']}", detailedText=status["output"])
             return
         with slicer.util.tryWithErrorDisplay("Could not load the results.", waitCursor=True):

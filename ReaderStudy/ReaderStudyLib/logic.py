@@ -223,6 +223,7 @@ class ReaderStudyLogic:
                 continue
             array, geometry = read_volume(str(path), names[key])
             node = volume_node_from_array(array, geometry, names[key], scene=self.scene)
+            node.CreateDefaultDisplayNodes()  # a volume without a display node shows nothing in the slice views
             node.SetAttribute(ROLE_ATTRIBUTE, "main" if key == "main" else "companion")
             nodes.append(node)
         self.volume_nodes = nodes

@@ -99,3 +99,50 @@ def test_differential_training_and_batches(cases, tmp_path):
     assert w is not None and float(w.min()) >= 0
     # the condition carries the dose
     assert {round(float(v[0]), 3) for v in case.conditions.values()} == {0.25, 0.5}
+
+
+def test_enhancement_weighted_loss_and_identity_start(cases, tmp_path):
+    import torch
+
+    # weight map: 1 in non-enhancing brain, 1 + W where T1c − T1 is strongest, errors on bad input
+    pre = np.full((8, 8, 8), 0.4, np.float32)
+    ref = pre.copy()
+    ref[2:4, 2:4, 2:4] = 0.9
+    brain = np.ones(pre.shape, bool)
+    w = ct.enhancement_weight_map(ref, pre, brain, 5.0)
+    assert w.dtype == np.float32 and np.isclose(w[3, 3, 3], 6.0) and np.isclose(w[6, 6, 6], 1.0)
+    with pytest.raises(NeuroContrastError, match="shapes differ"):
+        ct.enhancement_weight_map(ref, pre[:4], brain, 5.0)
+    with pytest.raises(NeuroContrastError, match="enhancement-weight"):
+        _config(enhancement_weight=-1.0).validate()
+    with pytest.raises(NeuroContrastError, match="--loss"):
+        _config(loss="huber").validate()
+    # the weighted loss counts an error on enhancing voxels W+1 times more than elsewhere
+    target = torch.zeros(1, 1, 8, 8, 8)
+    weight = torch.from_numpy(w)[None, None]
+    miss_lesion, miss_brain = target.clone(), target.clone()
+    miss_lesion[..., 3, 3, 3] = 1.0
+    miss_brain[..., 6, 6, 6] = 1.0
+    assert float(ct._loss(miss_lesion, target, weight, "virtual", "l1")) == pytest.approx(
+        6 * float(ct._loss(miss_brain, target, weight, "virtual", "l1")))
+    assert float(ct._loss(miss_lesion, target, None, "virtual", "l2")) == pytest.approx(1 / 512)
+    # the residual network starts exactly as the identity on the low-dose channel
+    net, *_ = ct.build_model(_config())
+    x = torch.rand(1, 3, 16, 16, 16) * 0.9 + 0.05
+    assert torch.allclose(net(x), x[:, 2:3], atol=1e-5)
+    # the case carries the weights into the batches; the options reach the record through the command line
+    arrays = ct.prepare_case(cases / "case-000", _config(), tmp_path / "cache")
+    case = ct.build_virtual_case("case-000", arrays, _config(enhancement_weight=4.0))
+    _, _, _, wb = ct.sample_batch([case], _config(enhancement_weight=4.0), np.random.default_rng(0))
+    assert wb is not None and wb.shape == (1, 1, 16, 16, 16) and wb.min() >= 1.0 and wb.max() <= 5.0
+    assert ct.build_virtual_case("case-000", arrays, _config()).weight is None
+    from neurocontrast.cli import main
+
+    assert main(["train", "virtual", "--data", str(cases), "--out", str(tmp_path / "m"), "--preprocessed",
+                 "--base-channels", "2", "--depth", "2", "--crop", "16", "--batch-size", "1", "--iterations", "2",
+                 "--validate-every", "1", "--folds", "3", "--fold", "0", "--name", "wtoy", "--loss", "l1",
+                 "--enhancement-weight", "4", "--progress-lines"]) == 0
+    info = {m.name: m for m in weights.list_models(tmp_path / "m")}["wtoy-fold0"]
+    assert info.training["config"]["loss"] == "l1" and info.training["config"]["enhancement_weight"] == 4.0
+    assert main(["train", "virtual", "--data", str(cases), "--out", str(tmp_path / "m2"), "--preprocessed",
+                 "--crop", "16", "--depth", "2", "--enhancement-weight", "-1"]) == 2

@@ -1,16 +1,18 @@
-"""Smoke test of the Slicer-only module files (NeuroContrast.py, PerfusionNet.py) without the Slicer application.
+"""Smoke test of the Slicer-only module files (NeuroContrast.py, PerfusionNet.py, VirtualGadolinium.py; the
+ReaderStudy self-test) without the Slicer application.
 
 ``qt``, ``slicer.ScriptedLoadableModule`` and the application parts of ``slicer.util`` are replaced by small
 fakes; the .ui file is turned into fake widgets with the object names and kinds it declares (so a widget the
 code uses but the .ui lacks fails here too). The MRML scene, the logic and the core are real (slicer-core).
-This runs the widgets' setup, the parameter round trip, the live curves, Suggest AIF and Apply, and the
-modules' own self-tests (ScriptedLoadableModuleTest) on the locally generated phantom.
+This runs the widgets' setup, the parameter round trip, the live curves, Suggest AIF and Apply, the
+VirtualGadolinium Apply → poll → show cycle, and the modules' own self-tests (ScriptedLoadableModuleTest).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
 import types
 import unittest
@@ -26,6 +28,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ----------------------------------------------------------------------------------------- fake Qt widgets
 
+def _accepted_arguments(slot, count):
+    """As PythonQt: a slot taking fewer arguments than the signal carries gets the first ones only (the Slicer
+    module template connects ``clicked(bool)`` to ``onApplyButton(self)``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return count
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return count
+    return min(count, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
+
+
 class FakeSignalOwner:
     def __init__(self, name):
         self.objectName = name
@@ -36,7 +52,7 @@ class FakeSignalOwner:
 
     def emit(self, signal, *args):
         for slot in self.slots.get(signal, []):
-            slot(*args)
+            slot(*args[:_accepted_arguments(slot, len(args))])
 
     def setText(self, text):  # noqa: N802
         self.text = text
@@ -69,6 +85,10 @@ class FakeComboBox(FakeSignalOwner):
 
     def findText(self, text):  # noqa: N802
         return next((i for i, item in enumerate(self.items) if item[0] == text), -1)
+
+    def setCurrentText(self, text):  # noqa: N802
+        if self.findText(text) >= 0:
+            self.currentIndex = self.findText(text)
 
     @property
     def currentIndex(self):  # noqa: N802
@@ -146,6 +166,9 @@ def fake_ui(ui_path: Path):
                 widget.value = float(prop.findtext("double"))
             if prop.get("name") == "value" and prop.find("number") is not None:
                 widget.value = int(prop.findtext("number"))
+        if isinstance(widget, FakeComboBox):  # items the .ui declares
+            for item in element.findall("item"):
+                widget.addItem(item.findtext("property/string"))
         widgets[element.get("name")] = widget
     top = widgets[root.find("widget").get("name")]
     top.setMRMLScene = lambda scene: None
@@ -184,6 +207,13 @@ def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
 
         def start(self):
             self.starts += 1
+            self.active = True
+
+        def stop(self):
+            self.active = False
+
+        def isActive(self):  # noqa: N802
+            return getattr(self, "active", False)
 
     qt.QTimer = FakeTimer
     qt.QUrl = types.SimpleNamespace(fromLocalFile=lambda path: path)
@@ -206,9 +236,21 @@ def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
         def resourcePath(self, relative):  # noqa: N802
             return str(self.moduleDir / "Resources" / relative)
 
-    class ScriptedLoadableModuleLogic:
+    class ScriptedLoadableModuleLogic:  # as in Slicer: the singleton tag is the class name without "Logic"
+        def __init__(self, parent=None):
+            self.moduleName = self.__class__.__name__
+            if self.moduleName.endswith("Logic"):
+                self.moduleName = self.moduleName[:-5]
+
         def getParameterNode(self):  # noqa: N802
-            return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+            node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+            if node is None:
+                node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+                node.UnRegister(None)
+                node.SetSingletonTag(self.moduleName)
+                node.SetAttribute("ModuleName", self.moduleName)
+                node = slicer.mrmlScene.AddNode(node)
+            return node
 
     class ScriptedLoadableModuleTest(unittest.TestCase):
         def delayDisplay(self, message):  # noqa: N802
@@ -290,6 +332,24 @@ def test_hub_widget(fake_slicer_app, monkeypatch, mrml_scene):
     assert ui.modelsTableView.table.GetName() == "NeuroContrast models"
     ui.openModelsFolderButton.emit("clicked()")
     assert fake_slicer_app.opened[-1] == FakeSettings.store["NeuroContrast/ModelsFolder"]
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: asked.append(text) or False)
+    monkeypatch.setattr(loaded.NeuroContrastLogic().__class__, "load_sample",
+                        lambda self, scene=None, **options: pytest.fail("phantom generated without its packages"))
+    import NeuroContrastLib.dependencies as dependencies
+    dependencies.reset_session_cache()
+    real_version = dependencies.importlib.metadata.version
+
+    def version_without_scipy(name):
+        if name == "scipy":
+            raise dependencies.importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(dependencies.importlib.metadata, "version", version_without_scipy)
+    with pytest.raises(ValueError, match="installation declined"):  # the phantom needs scipy: ask first
+        ui.loadPhantomButton.emit("clicked()")
+    assert "scipy" in asked[0]
+    dependencies.reset_session_cache()
 
 
 def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, monkeypatch, mrml_scene, phantom):
@@ -318,6 +378,8 @@ def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, monkeypatch, 
     ui.applyButton.emit("clicked()")
     assert ui.statusLabel.text.startswith("Done: cbf")
     assert ui.volumesTableView.table is not None
+    assert widget.parameterNode.GetSingletonTag() == "PerfusionNet"  # not the base class's "ScriptedLoadableModule"
+    assert widget.parameterNode.GetAttribute("ModuleName") == "PerfusionNet"
     stored = loaded.PerfusionNetParameters.read(widget.parameterNode)
     assert stored.dsc_node_id == nodes["sequence"].GetID() and stored.vof_segment == "VOF"
     # a new widget restores the parameters from the parameter node
@@ -327,7 +389,7 @@ def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, monkeypatch, 
     assert again.parametersFromUi() == stored
 
 
-@pytest.mark.parametrize("module", ["NeuroContrast", "PerfusionNet"])
+@pytest.mark.parametrize("module", ["NeuroContrast", "PerfusionNet", "ReaderStudy"])
 def test_module_self_tests_pass(fake_slicer_app, monkeypatch, mrml_scene, module):
     loaded = load_module_file(module, monkeypatch)
     result = unittest.TestResult()
@@ -335,3 +397,67 @@ def test_module_self_tests_pass(fake_slicer_app, monkeypatch, mrml_scene, module
     assert result.errors == [] and result.failures == []
     assert fake_slicer_app.messages[-1].startswith(f"{module} self-test passed")
     assert np.isfinite(len(fake_slicer_app.messages))
+
+
+def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypatch, mrml_scene, tmp_path):
+    import time
+
+    import SimpleITK as sitk
+    import torch
+    from neurocontrast import weights
+    from neurocontrast.networks.unet3d import ResidualUNet3D
+    from neurocontrast.training.contrast_training import make_synthetic_cases
+    from VirtualGadoliniumLib.logic import image_to_volume
+
+    cfg = dict(in_channels=3, out_channels=1, base_channels=2, depth=2, blocks_per_level=1,
+               final_activation="sigmoid", residual_channel=2)
+    torch.manual_seed(0)
+    models = tmp_path / "models"
+    weights.save_model(ResidualUNet3D(**cfg).state_dict(), models, "tiny-fold0", "ResidualUNet3D", cfg,
+                       input_channels=["t1", "flair", "t1c_low"])  # amplify feeds the T1c as t1c_low
+    case = make_synthetic_cases(tmp_path / "data", 1, (16, 20, 24), seed=2)[0]
+    nodes = {n: image_to_volume(sitk.ReadImage(str(case / f"{n}.nii.gz")), n, scene=mrml_scene)
+             for n in ("t1", "flair", "t1c")}
+    composites = {name: mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for name in ("Red", "Yellow")}
+    layouts = []
+    layout_manager = types.SimpleNamespace(
+        setLayout=layouts.append,
+        sliceWidget=lambda name: types.SimpleNamespace(mrmlSliceCompositeNode=lambda: composites[name]))
+    monkeypatch.setattr(slicer.app, "layoutManager", lambda: layout_manager, raising=False)
+    monkeypatch.setattr(slicer.util, "resetSliceViews", lambda: None)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda *a, **k: pytest.fail(f"error shown: {a}"))
+    monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
+
+    loaded = load_module_file("VirtualGadolinium", monkeypatch)
+    parent = types.SimpleNamespace()
+    loaded.VirtualGadolinium(parent)
+    assert parent.dependencies == ["NeuroContrast"]  # NeuroContrastLib and the core live in the hub module
+    widget = make_widget(loaded, "VirtualGadolinium")
+    ui = widget.ui
+    assert not ui.applyButton.enabled and ui.statusLabel.text == "select the pre-contrast T1"
+    ui.modeComboBox.setCurrentText("amplify")
+    for selector, node in ((ui.t1Selector, nodes["t1"]), (ui.flairSelector, nodes["flair"]),
+                           (ui.contrastSelector, nodes["t1c"])):
+        selector.setCurrentNode(node)
+    ui.modelNameLineEdit.text = "tiny"
+    ui.modelsFolderPathLineEdit.currentPath = str(models)
+    ui.preprocessedCheckBox.checked = True
+    ui.ensembleSpinBox.value = 1
+    params = widget.parameters()
+    assert (params.mode, params.agent, params.tta, params.field_strength_t) == ("amplify", "gadoterate", 2, 1.5)
+    widget.updateApply()
+    assert ui.applyButton.enabled
+    ui.applyButton.emit("clicked(bool)", False)
+    assert widget.timer.isActive() and ui.cancelButton.enabled and not ui.applyButton.enabled
+    work_dir = widget.logic.work_dir
+    deadline = time.monotonic() + 300
+    while widget.timer.isActive() and time.monotonic() < deadline:
+        widget.onPoll()
+        time.sleep(0.2)
+    assert ui.statusLabel.text.startswith("done: t1c amplified"), ui.statusLabel.text
+    amplified = mrml_scene.GetFirstNodeByName("t1c amplified")
+    assert amplified.GetDisplayNode() is not None  # else the result would not show in the views
+    assert composites["Yellow"].GetBackgroundVolumeID() == amplified.GetID()
+    assert composites["Red"].GetBackgroundVolumeID() == nodes["t1c"].GetID()
+    assert layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView]
+    assert not os.path.exists(work_dir)

@@ -75,6 +75,7 @@ def test_reading_session_in_the_scene(mrml_scene, study):
     # images loaded with opaque names on the right grid
     names = sorted(n.GetName() for n in logic.volume_nodes)
     assert names == ["Companion A", "Read image"]
+    assert all(n.GetDisplayNode() is not None for n in logic.volume_nodes)  # else nothing shows in the views
     main = next(n for n in logic.volume_nodes if n.GetName() == "Read image")
     read = design.read(logic.session.state["read_id"])
     from neurocontrast.io import read_volume

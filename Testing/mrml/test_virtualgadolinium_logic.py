@@ -2,6 +2,7 @@
 the subprocess run with progress, output import, DWI → ADC, models folder management."""
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -90,6 +91,22 @@ def test_run_in_subprocess_and_import_outputs(mrml_scene, tmp_path, monkeypatch)
     assert np.allclose(result.GetOrigin(), nodes["t1c"].GetOrigin())
     assert slicer.util.arrayFromVolume(result).max() > 0
     assert result.GetName() == "t1c amplified"
+    assert result.GetDisplayNode() is not None, "a volume without a display node shows nothing in Slicer's views"
+
+
+def test_command_finds_the_package_without_slicer_sys_path(tmp_path):
+    # inside Slicer `neurocontrast` is importable only through the module folder on sys.path; the subprocess
+    # (python -S: no site-packages, so no editable install either) must find it through PYTHONPATH
+    from VirtualGadoliniumLib.logic import command_environment
+
+    env = command_environment({"PATH": os.environ.get("PATH", ""), "PYTHONPATH": "/elsewhere"})
+    assert env["PYTHONPATH"].split(os.pathsep)[1:] == ["/elsewhere"]
+    code = "import neurocontrast, sys; print(neurocontrast.__file__)"
+    bare = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": env["PATH"]})
+    assert bare.returncode != 0  # the situation of PythonSlicer inside Slicer
+    found = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert found.returncode == 0, found.stderr
 
 
 def test_failed_command_reports_its_error(mrml_scene, tmp_path):

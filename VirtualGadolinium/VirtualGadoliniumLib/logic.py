@@ -123,6 +123,8 @@ def image_to_volume(image, name: str, node=None, scene=None):
         for c in range(3):
             m.SetElement(r, c, float(ras_dir[r, c]))
     node.SetIJKToRASDirectionMatrix(m)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()  # without a display node the volume shows nothing in the slice views
     return node
 
 
@@ -196,6 +198,20 @@ def python_executable() -> str:
         return override
     slicer_python = shutil.which("PythonSlicer")
     return slicer_python or sys.executable
+
+
+def command_environment(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of the command: ``environ`` (default ``os.environ``) with the folder that holds the
+    ``neurocontrast`` package first on ``PYTHONPATH``. Inside Slicer the package is importable only because its
+    module folder is on Slicer's ``sys.path``; a ``PythonSlicer -m neurocontrast`` subprocess does not inherit that."""
+    import neurocontrast
+
+    env = dict(os.environ if environ is None else environ)
+    package_parent = str(Path(neurocontrast.__file__).resolve().parents[1])
+    entries = [e for e in env.get("PYTHONPATH", "").split(os.pathsep) if e and e != package_parent]
+    env["PYTHONPATH"] = os.pathsep.join([package_parent] + entries)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 # ------------------------------------------------------------------------------------------- logic
@@ -325,8 +341,7 @@ class VirtualGadoliniumLogic:
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="VirtualGadolinium-")
         inputs = self.export_inputs(p, os.path.join(self.work_dir, "inputs"))
         command = self.build_command(p, inputs, os.path.join(self.work_dir, "outputs"))
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = command_environment()
         self.parameters = p
         self.runner = CommandRunner(command, env=env)
         return self.runner

@@ -166,6 +166,7 @@ def _cmd_train(args, task: str) -> int:
                          agent=args.agent, enhance_fraction=args.enhance_fraction, device=args.device)
     if task == "virtual":
         config.channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
+        config.loss, config.enhancement_weight = args.loss, args.enhancement_weight
     else:
         config.doses = tuple(float(d) for d in args.doses.split(",") if d.strip())
     with _progress(args, f"train {task}") as progress:
@@ -265,6 +266,12 @@ def register(groups) -> None:
         t.add_argument("--folds", type=int, default=3, help="patient-wise folds (≥ 2)")
         t.add_argument("--fold", type=int, default=None, help="train only this fold")
         t.add_argument("--enhance-fraction", type=float, default=0.5, help="share of crops centred on enhancement")
+        if task == "virtual":
+            t.add_argument("--loss", default="l2", choices=("l2", "l1"),
+                           help="voxel loss of the virtual task (default l2, the papers')")
+            t.add_argument("--enhancement-weight", type=float, default=0.0,
+                           help="extra loss weight W on enhancing voxels: weight 1 + W·clip((T1c − T1)/τ, 0, 1) "
+                                "(default 0 = unweighted)")
         t.add_argument("--missing-channels", default="error", choices=("error", "zero"),
                        help="a case without an input sequence: error, or a zero-filled channel")
         t.add_argument("--preprocessed", action="store_true", help="cases are already on one skull-stripped grid")

@@ -29,6 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 
+#: Floor of a curve's peak for ``curve_norm="peak"`` (relative signal drop; below it a curve is noise).
+PEAK_FLOOR = 0.02
+
+
 class TmaxNet(nn.Module):
     """Hess et al.'s Tmax network (see module docstring).
 
@@ -41,10 +45,15 @@ class TmaxNet(nn.Module):
     target_scale : divisor of the Tmax output (frames).
     input_scale : factor applied to the voxel curves and the arterial patch on entry (the relative signal
         drops of tissue are ~0.05-0.3; the paper standardises its inputs to unit variance instead).
+    curve_norm : ``"none"`` (inputs as given) or ``"peak"``: each voxel curve is divided by its own maximum
+        (floored at :data:`PEAK_FLOOR`) and the arterial patch sequence by its maximum, so every curve has a
+        peak of ~1 whatever its CBV: only the timing and shape are left, which is what Tmax depends on (our
+        stand-in for the paper's input standardisation; needed for the network to learn at all on the CPU
+        budget, see docs/models/tmaxnet.md).
     """
 
     def __init__(self, n_frames: int = 64, patch: int = 5, encoding: int = 256, dropout: float = 0.5,
-                 target_scale: float = 4.0, input_scale: float = 1.0):
+                 target_scale: float = 4.0, input_scale: float = 1.0, curve_norm: str = "none"):
         super().__init__()
         if n_frames % 4:
             raise ValueError(f"TmaxNet n_frames must be divisible by 4, got {n_frames}")
@@ -53,6 +62,9 @@ class TmaxNet(nn.Module):
         self.n_frames, self.patch, self.encoding = int(n_frames), int(patch), int(encoding)
         self.target_scale = float(target_scale)
         self.input_scale = float(input_scale)
+        if curve_norm not in ("none", "peak"):
+            raise ValueError(f"TmaxNet curve_norm must be 'none' or 'peak', got {curve_norm!r}")
+        self.curve_norm = str(curve_norm)
         self.bcs1 = nn.Conv3d(1, 8, (1, 3, 3))
         self.bcs2 = nn.Conv3d(8, 16, (1, 3, 3))
         self.seq1 = nn.Conv1d(18, 32, 5, padding=2)
@@ -71,7 +83,8 @@ class TmaxNet(nn.Module):
     def config(self) -> Dict[str, object]:
         """Constructor keyword arguments (for the model registry)."""
         return {"n_frames": self.n_frames, "patch": self.patch, "encoding": self.encoding,
-                "dropout": float(self.drop.p), "target_scale": self.target_scale, "input_scale": self.input_scale}
+                "dropout": float(self.drop.p), "target_scale": self.target_scale, "input_scale": self.input_scale,
+                "curve_norm": self.curve_norm}
 
     def bolus_code(self, arterial: torch.Tensor) -> torch.Tensor:
         """BCS: arterial patch sequence (B, T, P, P) → (B, 16, T)."""
@@ -110,6 +123,9 @@ class TmaxNet(nn.Module):
         b, t, ny, nx = voxels.shape
         if self.input_scale != 1.0:
             voxels, arterial = voxels * self.input_scale, arterial * self.input_scale
+        if self.curve_norm == "peak":
+            voxels = voxels / voxels.amax(dim=1, keepdim=True).clamp_min(PEAK_FLOOR)
+            arterial = arterial / arterial.flatten(1).amax(dim=1).clamp_min(PEAK_FLOOR).view(-1, 1, 1, 1)
         code = self.bolus_code(arterial)  # (B, 16, T)
         curves = voxels.permute(0, 2, 3, 1).reshape(b * ny * nx, t)
         slice_index = torch.arange(b, device=voxels.device).repeat_interleave(ny * nx)
