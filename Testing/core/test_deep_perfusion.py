@@ -97,14 +97,21 @@ def test_stnet_any_series_length(phantom):
 
 
 def test_tmaxnet_maps_without_aif(phantom):
-    """The shipped Tmax net runs without an AIF and ranks the territory above normal tissue, but (under-trained,
-    see docs/models/tmaxnet.md) it compresses Tmax to ~1-3 s: it does NOT reach the 6 s threshold."""
+    """The shipped Tmax net runs without an AIF and recovers the delayed territory on a held-out phantom (a
+    different generator from its training slices): its Tmax > 6 s region overlaps the true one, normal tissue
+    stays below 6 s, and the predictions span the true range (see docs/models/tmaxnet.md)."""
     maps = deep.tmaxnet_maps(phantom.to_dsc(), brain_mask=phantom.brain_mask)
     assert set(maps) == {"tmax", "tmax_uncertainty"}
     assert np.all(maps["tmax_uncertainty"][phantom.brain_mask] > 0)
     assert np.all(maps["tmax"][~phantom.brain_mask] == 0)
     normal, severe = _zones(phantom)
-    assert np.median(maps["tmax"][0][severe]) > np.median(maps["tmax"][0][normal]) + 0.3
+    tmax = maps["tmax"][0]
+    assert np.median(tmax[severe]) > 6.0 > 2.0 > np.median(tmax[normal])
+    brain = normal | (phantom.brain_mask[0] & ~phantom.aif_mask[0])
+    true6 = brain & (phantom.truth["tmax"][0] > 6.0)
+    pred6 = brain & (tmax > 6.0)
+    assert 2 * (true6 & pred6).sum() / (true6.sum() + pred6.sum()) > 0.7  # Dice of Tmax > 6 s
+    assert np.percentile(tmax[brain], 99) > 8.0  # not compressed into a few seconds any more
     # a changed aif_signal is ignored (AIF-free)
     again = deep.tmaxnet_maps(phantom.to_dsc(), aif_signal=np.ones(60), brain_mask=phantom.brain_mask)
     assert np.array_equal(again["tmax"], maps["tmax"])

@@ -80,3 +80,44 @@ def test_shift_augmentation_keeps_length_and_reflects():
     assert _shift(x, 3).tolist() == [3, 2, 1, 0, 1, 2, 3, 4, 5, 6]
     assert _shift(x, -3).tolist() == [3, 4, 5, 6, 7, 8, 9, 8, 7, 6]
     assert _shift(x, 0).tolist() == x.tolist()
+
+
+def test_align_to_arterial_peak_moves_the_peak_and_the_voxels_together():
+    from neurocontrast.networks.tmaxnet import align_to_arterial_peak
+
+    t = 16
+    art = torch.zeros(2, t, 5, 5)
+    art[0, 9, 2, 2] = 1.0  # peak at frame 9 -> moved to 5 (shift -4, reflected at the end)
+    art[1, 3, 2, 2] = 1.0  # peak at frame 3 -> moved to 5 (shift +2, reflected at the start)
+    vox = torch.arange(t, dtype=torch.float32).view(1, t, 1, 1).repeat(2, 1, 3, 2)
+    v, a = align_to_arterial_peak(vox, art, 5)
+    assert a[:, :, 2, 2].argmax(dim=1).tolist() == [5, 5]
+    assert v[0, :, 0, 0].tolist() == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 14, 13, 12, 11]
+    assert v[1, :, 2, 1].tolist() == [2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    assert v.shape == vox.shape and a.shape == art.shape
+
+
+def test_peak_normalisation_and_alignment_make_the_output_invariant():
+    """curve_norm='peak': scaling a voxel's curve (its CBV) does not change Tmax; align_frame: shifting the whole
+    series (voxels and arterial patch together, bolus arrival) does not change it either (away from the ends)."""
+    torch.manual_seed(1)
+    net = TmaxNet(n_frames=32, encoding=16, curve_norm="peak", align_frame=8).eval()
+    assert net.config()["curve_norm"] == "peak" and net.config()["align_frame"] == 8
+    tt = torch.arange(32, dtype=torch.float32)
+    bolus = lambda t0, w: torch.exp(-0.5 * ((tt - t0) / w) ** 2)  # noqa: E731
+    art = bolus(10.0, 2.0).view(1, 32, 1, 1).repeat(1, 1, 5, 5)
+    vox = torch.stack([bolus(10.0 + d, 2.0) for d in (0.0, 1.0, 2.0)], -1).view(1, 32, 1, 3).repeat(1, 1, 4, 1) * 0.2
+    with torch.no_grad():
+        out = net(vox, art)
+        scaled = net(vox * torch.tensor([1.0, 3.0, 0.5]), art * 2.0)
+        shifted = net(torch.roll(vox, 3, dims=1), torch.roll(art, 3, dims=1))
+    assert torch.allclose(out, scaled, atol=1e-5)
+    assert torch.allclose(out, shifted, atol=1e-4)
+    plain = TmaxNet(n_frames=32, encoding=16)
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain.eval()(vox, art), out)
+    with pytest.raises(ValueError, match="curve_norm"):
+        TmaxNet(n_frames=16, curve_norm="zscore")
+    with pytest.raises(ValueError, match="align_frame"):
+        TmaxNet(n_frames=16, align_frame=16)

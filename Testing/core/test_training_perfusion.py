@@ -85,7 +85,10 @@ def test_training_is_resumable_and_deterministic(tmp_path):
         assert torch.equal(v, w), k
     lines = (tmp_path / "a" / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
-    assert {"loss", "mae_tmax_s"} <= set(json.loads(lines[0])["val"])
+    val = json.loads(lines[0])["val"]
+    assert {"loss", "mae_tmax_s", "nll", "dice6"} <= set(val)
+    assert val["loss"] == val["mae_tmax_s"]  # the best epoch is chosen on the Tmax MAE by default
+    assert m_full.config()["curve_norm"] == "peak" and m_full.config()["align_frame"] == 12
 
 
 def test_stnet_recipe_one_epoch(tmp_path):

@@ -22,7 +22,7 @@ layer to the ``encoding`` (256) vector; spatial correlation Conv2d 3×3 (256→6
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -31,6 +31,23 @@ from torch.nn import functional as F
 
 #: Floor of a curve's peak for ``curve_norm="peak"`` (relative signal drop; below it a curve is noise).
 PEAK_FLOOR = 0.02
+
+
+def align_to_arterial_peak(voxels: torch.Tensor, arterial: torch.Tensor,
+                           frame: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Shift each series in time so that its arterial peak is at ``frame``.
+
+    voxels (B, T, Y, X), arterial (B, T, P, P). The peak is the argmax of the arterial patch's centre curve;
+    series b is moved by ``frame − peak_b`` frames, the frames entering at an end taken by reflection (as the
+    training augmentation, :func:`neurocontrast.training.datasets._shift`). Returns both shifted tensors.
+    """
+    t = voxels.shape[1]
+    c = arterial.shape[-1] // 2
+    shift = frame - arterial[:, :, c, c].argmax(dim=1)  # (B,)
+    idx = (torch.arange(t, device=voxels.device).view(1, t) - shift.view(-1, 1)).abs()
+    idx = torch.where(idx > t - 1, 2 * (t - 1) - idx, idx).clamp(0, t - 1)  # reflect at both ends
+    return (torch.gather(voxels, 1, idx.view(-1, t, 1, 1).expand_as(voxels)),
+            torch.gather(arterial, 1, idx.view(-1, t, 1, 1).expand_as(arterial)))
 
 
 class TmaxNet(nn.Module):
@@ -50,10 +67,15 @@ class TmaxNet(nn.Module):
         peak of ~1 whatever its CBV: only the timing and shape are left, which is what Tmax depends on (our
         stand-in for the paper's input standardisation; needed for the network to learn at all on the CPU
         budget, see docs/models/tmaxnet.md).
+    align_frame : None, or a frame index: the series (voxels and arterial patch together) is shifted in time,
+        with reflection at the ends, so that the peak of the arterial patch's centre curve lands on this frame.
+        Bolus arrival then no longer varies between series (what the paper's temporal-shift augmentation
+        teaches the network to ignore) and Tmax becomes the voxel's bolus position in the window.
     """
 
     def __init__(self, n_frames: int = 64, patch: int = 5, encoding: int = 256, dropout: float = 0.5,
-                 target_scale: float = 4.0, input_scale: float = 1.0, curve_norm: str = "none"):
+                 target_scale: float = 4.0, input_scale: float = 1.0, curve_norm: str = "none",
+                 align_frame: Optional[int] = None):
         super().__init__()
         if n_frames % 4:
             raise ValueError(f"TmaxNet n_frames must be divisible by 4, got {n_frames}")
@@ -65,6 +87,9 @@ class TmaxNet(nn.Module):
         if curve_norm not in ("none", "peak"):
             raise ValueError(f"TmaxNet curve_norm must be 'none' or 'peak', got {curve_norm!r}")
         self.curve_norm = str(curve_norm)
+        if align_frame is not None and not 0 <= int(align_frame) < n_frames:
+            raise ValueError(f"TmaxNet align_frame must be in [0, {n_frames}), got {align_frame}")
+        self.align_frame = None if align_frame is None else int(align_frame)
         self.bcs1 = nn.Conv3d(1, 8, (1, 3, 3))
         self.bcs2 = nn.Conv3d(8, 16, (1, 3, 3))
         self.seq1 = nn.Conv1d(18, 32, 5, padding=2)
@@ -84,7 +109,7 @@ class TmaxNet(nn.Module):
         """Constructor keyword arguments (for the model registry)."""
         return {"n_frames": self.n_frames, "patch": self.patch, "encoding": self.encoding,
                 "dropout": float(self.drop.p), "target_scale": self.target_scale, "input_scale": self.input_scale,
-                "curve_norm": self.curve_norm}
+                "curve_norm": self.curve_norm, "align_frame": self.align_frame}
 
     def bolus_code(self, arterial: torch.Tensor) -> torch.Tensor:
         """BCS: arterial patch sequence (B, T, P, P) → (B, 16, T)."""
@@ -123,6 +148,8 @@ class TmaxNet(nn.Module):
         b, t, ny, nx = voxels.shape
         if self.input_scale != 1.0:
             voxels, arterial = voxels * self.input_scale, arterial * self.input_scale
+        if self.align_frame is not None:
+            voxels, arterial = align_to_arterial_peak(voxels, arterial, self.align_frame)
         if self.curve_norm == "peak":
             voxels = voxels / voxels.amax(dim=1, keepdim=True).clamp_min(PEAK_FLOOR)
             arterial = arterial / arterial.flatten(1).amax(dim=1).clamp_min(PEAK_FLOOR).view(-1, 1, 1, 1)

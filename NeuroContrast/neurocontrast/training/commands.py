@@ -43,6 +43,17 @@ def register(groups) -> None:
     q.add_argument("--lr-halving-epochs", type=int, default=4, help="halve the learning rate every N epochs")
     q.add_argument("--input-scale", type=float, default=1.0, help="factor on the relative signal drops")
     q.add_argument("--nll-beta", type=float, default=1.0, help="beta-NLL exponent (0 = plain Laplace NLL)")
+    q.add_argument("--dropout", type=float, default=0.1, help="dropout of the spatial layers (paper 0.5)")
+    q.add_argument("--curve-norm", choices=("none", "peak"), default="peak",
+                   help="peak: divide every voxel curve (and the arterial patch) by its maximum; none: as the paper")
+    q.add_argument("--align-frame", type=int, default=12,
+                   help="shift each series so that the arterial peak lies on this frame; -1: no alignment")
+    q.add_argument("--warmup-l1-epochs", type=int, default=2, help="train the mean with L1 for the first N epochs")
+    q.add_argument("--delayed-weight", type=float, default=1.0,
+                   help="extra loss weight for voxels with true Tmax > --delayed-threshold s")
+    q.add_argument("--delayed-threshold", type=float, default=4.0, help="s (see --delayed-weight)")
+    q.add_argument("--select-on", choices=("loss", "mae"), default="mae",
+                   help="best epoch by validation NLL (loss) or Tmax MAE (mae)")
     q.set_defaults(func=_run_tmaxnet)
 
 
@@ -83,10 +94,19 @@ def _run_tmaxnet(args) -> int:
                                 resume=args.resume, max_minutes=args.max_minutes, encoding=args.encoding,
                                 n_frames=args.n_frames, slice_size=args.slice_size, crop=args.crop,
                                 lr_halving_epochs=args.lr_halving_epochs, nll_beta=args.nll_beta,
-                                input_scale=args.input_scale,
-                                data_dir=args.data)
+                                input_scale=args.input_scale, dropout=args.dropout, curve_norm=args.curve_norm,
+                                align_frame=None if args.align_frame < 0 else args.align_frame,
+                                warmup_l1_epochs=args.warmup_l1_epochs,
+                                delayed_weight=args.delayed_weight, delayed_threshold_s=args.delayed_threshold,
+                                select_on=args.select_on, data_dir=args.data)
     return _finish(model, meta, args, "tmaxnet", {"batch_size": args.batch_size, "lr": args.lr,
                                                   "crop": args.crop, "lr_halving_epochs": args.lr_halving_epochs,
                                                   "nll_beta": args.nll_beta, "input_scale": args.input_scale,
                                                   "n_frames": args.n_frames, "slice_size": args.slice_size,
+                                                  "dropout": args.dropout, "curve_norm": args.curve_norm,
+                                                  "align_frame": None if args.align_frame < 0 else args.align_frame,
+                                                  "warmup_l1_epochs": args.warmup_l1_epochs,
+                                                  "delayed_weight": args.delayed_weight,
+                                                  "delayed_threshold_s": args.delayed_threshold,
+                                                  "select_on": args.select_on,
                                                   "steps_per_epoch": args.steps_per_epoch})
