@@ -1,5 +1,5 @@
 """docs/console.md: its ``python test`` blocks run (plain Python, in page order, one namespace), its
-``python test-mrml`` blocks run against a real MRML scene (slicer-core), and the Slicer-application-only
+``python test-mrml`` blocks run against a real MRML scene (slicer-core; Testing/mrml/test_console_examples_mrml.py), and the Slicer-application-only
 ``python`` blocks at least compile."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "console.md"
@@ -30,35 +29,7 @@ def test_core_examples_run(tmp_path, monkeypatch):
     assert namespace["metrics"].se == 0.5
 
 
-def test_slicer_console_examples_run(mrml_scene):
-    namespace = {"__name__": "console_md"}
-    for number, code in enumerate(blocks("test-mrml"), start=1):
-        exec(compile(code, f"{DOC.name}[test-mrml block {number}]", "exec"), namespace)
-    assert namespace["outputs"].map_nodes["tmax"].GetScene() is mrml_scene
-
-
 def test_application_only_examples_compile():
     for number, code in enumerate(blocks(""), start=1):
         compile(code, f"{DOC.name}[block {number}]", "exec")
 
-
-@pytest.fixture
-def mrml_scene():
-    """A scene as in Testing/mrml/conftest.py (that fixture is not visible from Testing/core)."""
-    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
-    scene = slicer.vtkMRMLScene()
-    logics = []
-    for name in ("vtkSlicerColorLogic", "vtkSlicerMarkupsLogic", "vtkSlicerSequencesLogic",
-                 "vtkSlicerSegmentationsModuleLogic", "vtkSlicerTablesLogic", "vtkSlicerPlotsLogic"):
-        logic = getattr(slicer, name)()
-        logic.SetMRMLScene(scene)
-        logics.append(logic)
-    previous = getattr(slicer, "mrmlScene", None)
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
-    if previous is None:
-        del slicer.mrmlScene
-    else:
-        slicer.mrmlScene = previous
-    del logics
