@@ -125,7 +125,7 @@ def test_models_folder_browse_and_clear(tmp_path):
     folder = tmp_path / "user-models"
     weights.save_model({"w": torch.zeros(2)}, folder, "mine", "ResidualUNet3D", {})
     listed = {m["name"]: m for m in VirtualGadoliniumLogic.available_models(folder)}
-    assert not listed["mine"]["shipped"] and listed["virtual-demo-fold0"]["shipped"]
+    assert not listed["mine"]["shipped"] and listed["virtual-demo-fold1"]["shipped"]
     assert VirtualGadoliniumLogic.models_folder(VirtualGadoliniumParameters(models_dir=str(folder))) == folder
     assert VirtualGadoliniumLogic.clear_models_folder(folder) == 2
     assert not list(folder.iterdir())

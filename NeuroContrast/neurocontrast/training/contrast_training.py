@@ -23,7 +23,9 @@ Low dose: a real ``t1c_low`` is used when present; otherwise it is simulated wit
 :func:`neurocontrast.contrast.lowdose.simulate_lowdose` (dose ``--dose``, default 0.25, noise matched to the
 real subtraction noise, Pinetz et al. 2023/2024) with a fixed seed.
 
-Training (Ammari et al. 2022; Bône et al. 2022): L2 loss, Adam (lr 1e-3), random mirroring about every
+Training (Ammari et al. 2022; Bône et al. 2022): L2 loss (or ``--loss l1``; ``--enhancement-weight W``
+weights voxels by 1 + W·clip((T1c − T1)/τ, 0, 1), :func:`enhancement_weight_map`; the residual network starts
+from a zero head, i.e. exactly the identity on the low-dose input), Adam (lr 1e-3), random mirroring about every
 axis with probability 0.5, validation split by patient (``--folds K`` splits the cases into K groups; fold k
 is validated on group k and trained on the rest; the checkpoint with the lowest validation loss is the
 model), fixed seed. Crops (default 64³) are sampled half around enhancing voxels, half anywhere in the
