@@ -71,7 +71,8 @@ def test_record_json_round_trip(tcga, tmp_path):
     json.loads(text)
     again = P.PreprocessingRecord.from_json(str(tmp_path / "record.json"))
     assert again == case.record
-    a = sitk.GetArrayFromImage(P.to_native(case.images["t1"], again, "t1", interpolation="linear"))
+    a = sitk.GetArrayFromImage(P.to_native(case.images["t1"], again, "t1", interpolation="linear",
+                                           brain_mask=case.brain_mask))
     b = sitk.GetArrayFromImage(case.to_native(case.images["t1"], "t1", interpolation="linear"))
     np.testing.assert_array_equal(a, b)
     bad = json.loads(text)

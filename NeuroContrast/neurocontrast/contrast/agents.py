@@ -13,8 +13,12 @@ Values: r1 in human plasma (blood for the Shen column where stated) at 37 °C.
   Table 3 (plasma, 37 °C, 1.5 T and 3 T).
 - Robic C, Port M, Rousseaux O, et al. Physicochemical and pharmacokinetic profiles of gadopiclenol.
   Invest Radiol 2019;54(8):475-484 (human serum, 37 °C; 12.8 at 1.41 T, 11.6 at 3 T).
-The values were transcribed from these tables; check them against the sources before relying on the
-third digit. Only 1.5 T and 3 T are tabulated: other field strengths raise an error rather than guess.
+The values were transcribed from these tables; the tables themselves could not be re-read offline. Cross-check
+(2026-11): a later standardised measurement by the same group (Szomolanyi P, Rohrer M, et al. Invest Radiol
+2019;54(9):559-564, human plasma, 37 °C) gives gadobutrol 4.78 / 4.97, gadoteridol 3.80 / 3.28 and gadoterate
+3.32 / 3.00 at 1.5 / 3 T: the same ranking, values 1-14 % lower than the 2005 table. Relaxivity measurements
+differ by that much between methods and media, so treat r1 as a ±15 % conditioning input, not a constant of
+nature. Only 1.5 T and 3 T are tabulated: other field strengths raise an error rather than guess.
 """
 
 from __future__ import annotations

@@ -94,33 +94,39 @@ def default_passes(device: str) -> Tuple[Optional[int], int]:
 
 # ------------------------------------------------------------------------------------------- geometry
 def to_sequence_grid(array: np.ndarray, case, sequence: str, intensity_of: Optional[str] = None,
-                     interpolation: str = "bspline") -> sitk.Image:
+                     interpolation: str = "bspline", extend_outside_brain: bool = True) -> sitk.Image:
     """An array on the preprocessing grid back on the native grid of ``sequence`` (any preprocessed input).
 
     For the reference sequence this is :meth:`PreprocessedCase.to_native`; for another one the inverse
     atlas affine is composed with the inverse of that sequence's rigid co-registration (both exact matrix
     inverses of the recorded transforms). ``intensity_of``: map [0, 1] values back to that sequence's native
-    units (``clip_low + v · (clip_high − clip_low)``). Returns float32 with the sequence's exact geometry.
+    units (``clip_low + v · (clip_high − clip_low)``). ``extend_outside_brain``: extend the values outside the
+    case's brain mask before the interpolation and restore the outside value after it
+    (:func:`neurocontrast.contrast.preprocessing.extend_outside_mask`), so the brain's edge keeps its intensity.
+    Returns float32 with the sequence's exact geometry.
     """
     from neurocontrast.contrast import preprocessing as pp
 
     record = case.record
+    mask = case.brain_mask if extend_outside_brain and interpolation != "nearest" else None
     if sequence == record.reference:
-        return case.to_native(array, sequence=intensity_of, interpolation=interpolation)
+        return pp.to_native(array, record, sequence=intensity_of, interpolation=interpolation, brain_mask=mask)
     if sequence not in record.native:
         raise NeuroContrastError(f"unknown sequence {sequence!r}; preprocessed: {sorted(record.native)}")
     values = np.asarray(array, dtype=np.float32)
     if values.shape != case.geometry.shape:
         raise NeuroContrastError(f"array shape {values.shape} is not the preprocessing grid {case.geometry.shape}")
+    outside = 0.0
     if intensity_of is not None:
         p = record.intensity[intensity_of]
         values = (p["clip_low"] + values * (p["clip_high"] - p["clip_low"])).astype(np.float32)
+        outside = float(p["clip_low"])
     native = pp._geo_from(record.native[sequence])
     affine_inv = pp._transform_from(record.affine).GetInverse()
     rigid_inv = pp._transform_from(record.rigid[sequence]).GetInverse()
     transform = sitk.CompositeTransform([affine_inv, rigid_inv])  # rigid⁻¹ applied first, then affine⁻¹
-    img = pp._resample(case.geometry.to_image(values), native, transform, interpolation)
-    return native.to_image(sitk.GetArrayFromImage(img).astype(np.float32))
+    out = pp._resample_masked(values, case.geometry, native, transform, interpolation, mask, outside)
+    return native.to_image(out.astype(np.float32))
 
 
 @dataclasses.dataclass
