@@ -13,6 +13,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 
 from NeuroContrastLib.logic import GUIDE_HTML, NeuroContrastLogic as _HubLogic
+from NeuroContrastLib.registry import model_row_at
 
 
 class NeuroContrast(ScriptedLoadableModule):
@@ -116,11 +117,19 @@ class NeuroContrastWidget(ScriptedLoadableModuleWidget):
                                               "and the package")
 
     def onOpenModelCard(self):
-        indexes = self.ui.modelsTableView.selectionModel().selectedIndexes()
-        if not indexes or indexes[0].row() >= len(self.modelRows):
+        view = self.ui.modelsTableView
+        indexes = view.selectionModel().selectedIndexes()
+        table = view.mrmlTableNode()
+        row = None
+        if indexes and table is not None:
+            # the view shows the table model through a sort proxy (its rows change order when the user sorts):
+            # map the selection back to the model's row, then find the model by the name in that table row
+            modelRow = view.sortFilterProxyModel().mapToSource(indexes[0]).row()
+            row = model_row_at(self.modelRows, table, modelRow)
+        if row is None:
             slicer.util.infoDisplay("Select a model in the table first.")
             return
-        card = self.modelRows[indexes[0].row()].model_card
+        card = row.model_card
         url = qt.QUrl(card) if card.startswith("http") else qt.QUrl.fromLocalFile(card)
         qt.QDesktopServices.openUrl(url)
 

@@ -16,6 +16,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from NeuroContrastLib.mrml import remove_node
 from ReaderStudyLib.logic import BLINDING_SETTINGS, ReaderStudyLogic
 
 
@@ -71,6 +72,7 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self):
         self.timer.stop()
+        self.discardPendingLine()
         self.removeObservers()
         self.logic.logout()
         self.restoreBlinding()
@@ -124,6 +126,8 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLogout(self):
         self.timer.stop()
+        self.removeObservers(self.onViewActivity)
+        self.discardPendingLine()
         self.logic.logout()
         self.restoreBlinding()
         self.ui.logoutButton.enabled = False
@@ -157,13 +161,14 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         layoutManager = slicer.app.layoutManager()
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView if companions
                                 else slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
+        sliceNodes = []
         for viewName, node in zip(("Red", "Yellow"), [main] + companions[:1]):
             composite = layoutManager.sliceWidget(viewName).sliceLogic().GetSliceCompositeNode()
             composite.SetBackgroundVolumeID(node.GetID())
             composite.SetLinkedControl(True)
             layoutManager.sliceWidget(viewName).sliceLogic().FitSliceToAll()
-            self.addObserver(layoutManager.sliceWidget(viewName).mrmlSliceNode(), vtk.vtkCommand.ModifiedEvent,
-                             self.onViewActivity)
+            sliceNodes.append(layoutManager.sliceWidget(viewName).mrmlSliceNode())
+        self.observeSliceViews(sliceNodes)
         self.ui.caseLabel.text = f"Case {info['label']} ({info['phase']})"
         self.buildGradeButtons(info["likert"], info["grade"])
         self.ui.excludeCheckBox.text = f"Exclude this case (more than {info['max_lesions']} lesions)"
@@ -175,6 +180,13 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshLesions()
         self.refreshWorklist()
         self.timer.start()
+
+    def observeSliceViews(self, sliceNodes):
+        """Count changes of the shown slice views as reading activity. The slice nodes are the same for every
+        read: drop the previous read's observations first, so that each node is observed exactly once."""
+        self.removeObservers(self.onViewActivity)
+        for sliceNode in sliceNodes:
+            self.addObserver(sliceNode, vtk.vtkCommand.ModifiedEvent, self.onViewActivity)
 
     def buildGradeButtons(self, likert, grade):
         layout = self.ui.gradeButtonsWidget.layout()
@@ -225,7 +237,16 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.timerLabel.text = f"{seconds // 60}:{seconds % 60:02d}" + (" (paused)" if state["paused"] else "")
 
     # -- lesions
+    def discardPendingLine(self):
+        """Remove the line of an "Add lesion" that was never finished (with its observer and display node)."""
+        if self.pendingLine is not None:
+            self.removeObserver(self.pendingLine, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                                self.onLongAxisPoint)
+            remove_node(self.pendingLine, slicer.mrmlScene)
+            self.pendingLine = None
+
     def onAddLesion(self):
+        self.discardPendingLine()
         self.pendingLine = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", "New long axis")
         self.addObserver(self.pendingLine, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onLongAxisPoint)
         selection = slicer.mrmlScene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
@@ -241,8 +262,9 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p0, p1 = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
         caller.GetNthControlPointPositionWorld(0, p0)
         caller.GetNthControlPointPositionWorld(1, p1)
-        # the markups widget still uses the node after this event: remove it only once the event has returned
-        qt.QTimer.singleShot(0, lambda node=caller: slicer.mrmlScene.RemoveNode(node))
+        # the markups widget still uses the node after this event: remove it (and its display node) only once the
+        # event has returned
+        qt.QTimer.singleShot(0, lambda node=caller: remove_node(node, slicer.mrmlScene))
         self.pendingLine = None
         normal = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
         with slicer.util.tryWithErrorDisplay("Cannot add the lesion."):

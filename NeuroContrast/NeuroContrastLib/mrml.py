@@ -38,6 +38,29 @@ def scene_or_default(scene=None):
     return scene
 
 
+def remove_node(node, scene=None) -> None:
+    """Remove ``node`` and its display and storage nodes from the scene (``scene``, else the node's own scene).
+
+    ``vtkMRMLScene.RemoveNode`` removes only the node itself: the display nodes of a displayable node (for
+    example the ``vtkMRMLMarkupsDisplayNode`` that the markups logic adds to every new markups node) and its
+    storage nodes would stay in the scene as orphans. Does nothing when ``node`` is None or not in the scene.
+    """
+    if node is None:
+        return
+    scene = scene if scene is not None else node.GetScene()
+    if scene is None or not scene.IsNodePresent(node):
+        return
+    extras = []
+    if node.IsA("vtkMRMLDisplayableNode"):
+        extras += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    if node.IsA("vtkMRMLStorableNode"):
+        extras += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    scene.RemoveNode(node)
+    for extra in extras:
+        if extra is not None and scene.IsNodePresent(extra):
+            scene.RemoveNode(extra)
+
+
 # --------------------------------------------------------------------------------------------- geometry
 
 def geometry_from_volume_node(node) -> Geometry:
@@ -314,7 +337,7 @@ def mask_from_segment(segmentation_node, segment: str, reference_volume_node) ->
             return np.zeros(geometry_from_volume_node(reference_volume_node).shape, bool)
         mask = slicer.util.arrayFromVolume(label) > 0
     finally:
-        scene.RemoveNode(label)
+        remove_node(label, scene)  # with the display node the export may have given it
     return mask.copy()
 
 
@@ -342,7 +365,7 @@ def add_segment_from_mask(segmentation_node, mask: np.ndarray, reference_volume_
         segment.SetName(name)
         segment.SetColor(*[float(c) for c in color])
     finally:
-        scene.RemoveNode(label)
+        remove_node(label, scene)  # with the display node the export may have given it
     return segment_id
 
 

@@ -68,3 +68,21 @@ def update_table_node(table_node, rows: List[ModelRow]):
         "Verified": [r.verified_mark for r in rows], "Model card": [r.model_card for r in rows],
     }
     return table_node_from_columns(columns, table_node.GetName(), table_node.GetScene(), node=table_node)
+
+
+def model_row_at(rows: List[ModelRow], table_node, model_row: int) -> Optional[ModelRow]:
+    """The entry of ``rows`` shown in row ``model_row`` of the ``qMRMLTableModel`` of ``table_node`` (a table
+    filled by :func:`update_table_node`), or None for the header row or a row naming no entry.
+
+    ``model_row`` is a row of the table *model*, i.e. a selected index of the ``qMRMLTableView`` mapped through
+    ``view.sortFilterProxyModel().mapToSource(index)``: the row a view shows changes when the user sorts it. The
+    model's first row holds the column names unless the table node uses them as header
+    (``GetUseColumnTitleAsColumnHeader``), as ``qMRMLTableModel::mrmlTableRowIndex`` counts. The entry is found
+    by the Name and Version cells of that table row, not by position.
+    """
+    table_row = model_row if table_node.GetUseColumnTitleAsColumnHeader() else model_row - 1
+    if not 0 <= table_row < table_node.GetNumberOfRows():
+        return None
+    name = table_node.GetCellText(table_row, table_node.GetColumnIndex("Name"))
+    version = table_node.GetCellText(table_row, table_node.GetColumnIndex("Version"))
+    return next((row for row in rows if (row.name, row.version) == (name, version)), None)

@@ -343,9 +343,7 @@ class PerfusionNetLogic:
         indices = indices[np.argsort(-peaks)]
         positions = mrml.zyx_to_ras(reference, indices)
         scene = self.scene
-        old = _find(scene, "vtkMRMLMarkupsFiducialNode", name)
-        if old is not None:
-            scene.RemoveNode(old)
+        mrml.remove_node(_find(scene, "vtkMRMLMarkupsFiducialNode", name), scene)  # with its display node
         points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
         for number, position in enumerate(positions, start=1):
             index = points.AddControlPoint(*[float(v) for v in position])
@@ -417,9 +415,7 @@ class PerfusionNetLogic:
         masks = dict(hyp.masks)
         key = _threshold_key(masks, HYPOPERFUSION_THRESHOLD_S)
         seg_name = f"{prefix} Tmax>6s"
-        old = _find(scene, "vtkMRMLSegmentationNode", seg_name)
-        if old is not None:
-            scene.RemoveNode(old)
+        mrml.remove_node(_find(scene, "vtkMRMLSegmentationNode", seg_name), scene)  # with its display node
         segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", seg_name)
         segmentation.CreateDefaultDisplayNodes()
         if key is not None:

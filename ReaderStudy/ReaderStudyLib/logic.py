@@ -24,6 +24,7 @@ import slicer
 
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.readerstudy.pairing import Lesion
+from NeuroContrastLib.mrml import remove_node
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +273,8 @@ class ReaderStudyLogic:
     def delete_lesion(self, lesion_id: str) -> None:
         long_node, short_node = self._nodes(lesion_id)
         self._require().delete_lesion(lesion_id)
-        self.scene.RemoveNode(long_node)
-        self.scene.RemoveNode(short_node)
+        for node in (long_node, short_node):
+            remove_node(node, self.scene)  # with its markups display node
         del self.lesion_nodes[lesion_id]
 
     def _nodes(self, lesion_id: str):
@@ -346,19 +347,13 @@ class ReaderStudyLogic:
         return state
 
     def _clear_nodes(self) -> None:
+        """Remove the read's line and volume nodes with their display and storage nodes (no orphans left)."""
         for long_node, short_node in self.lesion_nodes.values():
             for node in (long_node, short_node):
-                if self.scene.IsNodePresent(node):
-                    self.scene.RemoveNode(node)
+                remove_node(node, self.scene)
         self.lesion_nodes = {}
         for node in self.volume_nodes:
-            if self.scene.IsNodePresent(node):
-                display = node.GetDisplayNode()
-                storage = node.GetStorageNode()
-                self.scene.RemoveNode(node)
-                for extra in (display, storage):
-                    if extra is not None and self.scene.IsNodePresent(extra):
-                        self.scene.RemoveNode(extra)
+            remove_node(node, self.scene)
         self.volume_nodes = []
 
     def forbidden_words(self) -> List[str]:

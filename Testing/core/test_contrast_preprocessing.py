@@ -97,9 +97,10 @@ def test_round_trip_native_atlas_native(tcga):
     assert dice(ours, hdbet) > 0.88  # atlas-fallback skull stripping through the inverse transform
     brain = hdbet & ours
     rel = np.abs(rt - orig)[brain] / orig[brain].mean()
-    # resolution 0.9 mm → 1 mm → 0.9 mm loses fine texture: median error < 1 %, mean error < 2 %
+    # resolution 0.9 mm → 1 mm → 0.9 mm loses fine texture: measured median 0.77 %, mean 1.21 % (1.36 % before
+    # the values outside the brain were extended before the inverse resampling)
     assert np.median(rel) < 0.01
-    assert rel.mean() < 0.02
+    assert rel.mean() < 0.015
 
 
 def test_inverse_transform_is_exact_on_a_smooth_field(tcga):

@@ -146,3 +146,28 @@ def test_enhancement_weighted_loss_and_identity_start(cases, tmp_path):
     assert info.training["config"]["loss"] == "l1" and info.training["config"]["enhancement_weight"] == 4.0
     assert main(["train", "virtual", "--data", str(cases), "--out", str(tmp_path / "m2"), "--preprocessed",
                  "--crop", "16", "--depth", "2", "--enhancement-weight", "-1"]) == 2
+
+
+def test_lowdose_realisations_are_independent_noise_draws(cases, tmp_path):
+    """--lowdose-realisations K: K seeded simulated low doses per case, same enhancement, different noise; every
+    training crop draws one of them; the target and loss weight are shared."""
+    config = _config(lowdose_realisations=3, enhancement_weight=5.0)
+    arrays = ct.prepare_case(cases / "case-001", config, tmp_path / "cache")
+    keys = sorted(k for k in arrays if k.startswith("t1c_low@0.25"))
+    assert keys == ["t1c_low@0.25", "t1c_low@0.25#1", "t1c_low@0.25#2"]
+    assert list((tmp_path / "cache").glob("case-001-virtual-same-grid-r3.npz"))
+    brain = arrays["brain"]
+    a, b = arrays["t1c_low@0.25"][brain], arrays["t1c_low@0.25#1"][brain]
+    assert not np.allclose(a, b)  # independent noise
+    assert abs(a.mean() - b.mean()) < 0.02  # the same dose of enhancement on average
+    case = ct.build_virtual_case("case-001", arrays, config)
+    assert sorted(case.inputs) == [(0.25, 0), (0.25, 1), (0.25, 2)]
+    low = list(config.channels).index("t1c_low")
+    assert np.array_equal(case.inputs[(0.25, 2)][low], arrays["t1c_low@0.25#2"])
+    assert np.array_equal(case.inputs[(0.25, 1)][0], case.inputs[(0.25, 0)][0])  # T1 channel shared
+    assert case.targets[(0.25, 1)] is case.targets[(0.25, 0)] and case.weight[(0.25, 2)] is case.weight[(0.25, 0)]
+    rng = np.random.default_rng(0)
+    x, y, c, w = ct.sample_batch([case], _config(batch_size=4, lowdose_realisations=3), rng)
+    assert x.shape == (4, 3, 16, 16, 16) and c is None and w.shape == y.shape
+    with pytest.raises(NeuroContrastError, match="realisations"):
+        ct.TrainConfig(lowdose_realisations=0).validate()

@@ -226,6 +226,24 @@ def test_registry_table_node(mrml_scene, models_dir):
     assert table_column(table, "Name") == ["tiny"] and table_column(table, "Verified") == ["✓"]
 
 
+def test_model_row_at_reads_the_model_from_the_table_row(mrml_scene):
+    """The hub's "Open model card" maps the view's selection to a table-model row (the view sorts through a proxy);
+    model_row_at turns that row into the listed model by the Name and Version cells, never by position."""
+    rows = [registry.ModelRow(name, version, "unet3d", "T1", 1.0, "abc", None, f"card-{name}-{version}", "w")
+            for name, version in (("alpha", "1"), ("beta", "1"), ("beta", "2"))]
+    table = mrml_scene.AddNewNodeByClass("vtkMRMLTableNode", "NeuroContrast models")
+    registry.update_table_node(table, rows)
+    assert not table.GetUseColumnTitleAsColumnHeader()  # so the model's row 0 shows the column names
+    assert registry.model_row_at(rows, table, 0) is None
+    assert [registry.model_row_at(rows, table, i).model_card for i in (1, 2, 3)] == [
+        "card-alpha-1", "card-beta-1", "card-beta-2"]
+    assert registry.model_row_at(rows, table, 4) is None and registry.model_row_at(rows, table, -1) is None
+    assert registry.model_row_at(rows[::-1], table, 3) is rows[2]  # the list's order does not matter
+    assert registry.model_row_at(rows[:1], table, 2) is None  # a model no longer listed
+    table.SetUseColumnTitleAsColumnHeader(True)  # column names in the header: no offset
+    assert registry.model_row_at(rows, table, 0) is rows[0] and registry.model_row_at(rows, table, 3) is None
+
+
 # ----------------------------------------------------------------------------------------- sample data
 
 @pytest.fixture(scope="module")

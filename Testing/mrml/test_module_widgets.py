@@ -124,17 +124,35 @@ class FakeNodeComboBox(FakeSignalOwner):
         self.scene = scene
 
 
+def _index(row):
+    return types.SimpleNamespace(row=lambda: row)
+
+
 class FakeTableView(FakeSignalOwner):
-    table = None
+    """qMRMLTableView: it shows its qMRMLTableModel through a QSortFilterProxyModel. ``selectedRows`` are the
+    selected rows of the view; ``viewOrder[i]`` is the model row the view shows in row i (None: not sorted)."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.table = None
+        self.selectedRows = [0]
+        self.viewOrder = None
 
     def setMRMLTableNode(self, node):  # noqa: N802
         self.table = node
+
+    def mrmlTableNode(self):  # noqa: N802
+        return self.table
 
     def setMRMLScene(self, scene):  # noqa: N802
         pass
 
     def selectionModel(self):  # noqa: N802
-        return types.SimpleNamespace(selectedIndexes=lambda: [types.SimpleNamespace(row=lambda: 0)])
+        return types.SimpleNamespace(selectedIndexes=lambda: [_index(r) for r in self.selectedRows])
+
+    def sortFilterProxyModel(self):  # noqa: N802
+        return types.SimpleNamespace(mapToSource=lambda index: _index(
+            index.row() if self.viewOrder is None else self.viewOrder[index.row()]))
 
 
 class FakeValueWidget(FakeSignalOwner):
@@ -146,7 +164,49 @@ class FakeValueWidget(FakeSignalOwner):
         self.currentPath = ""
 
 
+class FakeTableWidget(FakeValueWidget):
+    def __init__(self, name):
+        super().__init__(name, 0)
+        self.cells = {}
+        self.rowCount = 0
+        self.current = -1
+
+    def setColumnCount(self, count):  # noqa: N802
+        self.columnCount = count
+
+    def setHorizontalHeaderLabels(self, labels):  # noqa: N802
+        self.headers = list(labels)
+
+    def setRowCount(self, count):  # noqa: N802
+        self.rowCount = count
+        self.cells = {k: v for k, v in self.cells.items() if k[0] < count}
+
+    def setItem(self, row, column, item):  # noqa: N802
+        self.cells[row, column] = item
+
+    def item(self, row, column):
+        return self.cells.get((row, column))
+
+    def currentRow(self):  # noqa: N802
+        return self.current
+
+
+class FakeContainer(FakeValueWidget):
+    """A plain QWidget holding a layout that the code fills."""
+
+    def __init__(self, name):
+        super().__init__(name, 0)
+        self.children = []
+
+    def layout(self):
+        return types.SimpleNamespace(addWidget=self.children.append)
+
+
 def fake_widget(cls: str, name: str):
+    if cls == "QTableWidget":
+        return FakeTableWidget(name)
+    if cls == "QWidget":
+        return FakeContainer(name)
     if cls == "QComboBox":
         return FakeComboBox(name)
     if cls == "qMRMLNodeComboBox":
@@ -187,6 +247,9 @@ class FakeSettings:
     def setValue(self, key, value):  # noqa: N802
         self.store[key] = str(value)
 
+    def remove(self, key):
+        self.store.pop(key, None)
+
 
 @pytest.fixture
 def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
@@ -215,8 +278,47 @@ def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
         def isActive(self):  # noqa: N802
             return getattr(self, "active", False)
 
+    deferred = []  # QTimer.singleShot(0, f) calls: the test runs them when the event loop would
+    FakeTimer.singleShot = staticmethod(lambda msec, function: deferred.append(function))
+
+    class FakeUrl(str):
+        @staticmethod
+        def fromLocalFile(path):  # noqa: N802
+            return path
+
+    class FakeTableWidgetItem:
+        def __init__(self, text):
+            self._text = text
+
+        def text(self):
+            return self._text
+
+    class FakePushButton:
+        def __init__(self, text=""):
+            self.text, self.checkable, self.checked = text, False, False
+
+        def deleteLater(self):  # noqa: N802
+            pass
+
+    class FakeButtonGroup(FakeSignalOwner):
+        def __init__(self, parent=None):
+            super().__init__("buttonGroup")
+            self._buttons = []
+
+        def buttons(self):
+            return list(self._buttons)
+
+        def addButton(self, button, id_=-1):  # noqa: N802
+            self._buttons.append(button)
+
+        def removeButton(self, button):  # noqa: N802
+            self._buttons.remove(button)
+
     qt.QTimer = FakeTimer
-    qt.QUrl = types.SimpleNamespace(fromLocalFile=lambda path: path)
+    qt.QUrl = FakeUrl
+    qt.QTableWidgetItem = FakeTableWidgetItem
+    qt.QPushButton = FakePushButton
+    qt.QButtonGroup = FakeButtonGroup
     qt.QDesktopServices = types.SimpleNamespace(openUrl=lambda url: opened.append(url))
     opened = []
 
@@ -283,9 +385,11 @@ def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
         setValue=lambda v: None, setLabelText=lambda t: None, close=lambda: None))
     monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kw: None)
     monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *a: None)
-    monkeypatch.setattr(slicer.util, "infoDisplay", lambda *a, **k: None)
+    infos = []
+    monkeypatch.setattr(slicer.util, "infoDisplay", lambda text, *a, **k: infos.append(text))
     monkeypatch.setenv("NEUROCONTRAST_MODELS_DIR", "")
-    return types.SimpleNamespace(startup=startup, charts=charts, messages=messages, opened=opened)
+    return types.SimpleNamespace(startup=startup, charts=charts, messages=messages, opened=opened, infos=infos,
+                                 deferred=deferred)
 
 
 def load_module_file(module: str, monkeypatch):
@@ -352,6 +456,35 @@ def test_hub_widget(fake_slicer_app, monkeypatch, mrml_scene):
     dependencies.reset_session_cache()
 
 
+def test_hub_model_card_follows_the_sorted_view(fake_slicer_app, monkeypatch, mrml_scene, tmp_path):
+    """"Open model card" opens the card of the model the selected row shows, also after the user sorted the table
+    (qMRMLTableView shows its model through a sort proxy); no selection, or the column-name row, asks for one."""
+    torch = pytest.importorskip("torch")
+    from neurocontrast import weights
+
+    monkeypatch.setattr(weights, "PACKAGE_MODELS_DIR", tmp_path / "none")
+    for name in ("alpha", "beta", "gamma"):
+        weights.save_model({"w": torch.ones(2)}, FakeSettings.store["NeuroContrast/ModelsFolder"], name, "unet3d",
+                           {}, model_card=f"docs/models/{name}-card.md")
+    widget = make_widget(load_module_file("NeuroContrast", monkeypatch), "NeuroContrast")
+    view, opened = widget.ui.modelsTableView, fake_slicer_app.opened
+    assert [row.name for row in widget.modelRows] == ["alpha", "beta", "gamma"]
+    view.viewOrder = [0, 3, 2, 1]  # sorted by name, descending; the model's row 0 holds the column names
+    for selected, expected in ((1, "gamma"), (3, "alpha"), (2, "beta")):
+        view.selectedRows = [selected]
+        widget.ui.openModelCardButton.emit("clicked()")
+        assert opened[-1].endswith(f"/docs/models/{expected}-card.md")
+    view.viewOrder = None
+    view.selectedRows = [1]
+    widget.ui.openModelCardButton.emit("clicked()")
+    assert opened[-1].endswith("/docs/models/alpha-card.md")
+    count = len(opened)
+    for selection in ([], [0]):
+        view.selectedRows = selection
+        widget.ui.openModelCardButton.emit("clicked()")
+    assert len(opened) == count and fake_slicer_app.infos == ["Select a model in the table first."] * 2
+
+
 def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, monkeypatch, mrml_scene, phantom):
     from NeuroContrastLib.sampledata import load_dsc_phantom
 
@@ -397,6 +530,87 @@ def test_module_self_tests_pass(fake_slicer_app, monkeypatch, mrml_scene, module
     assert result.errors == [] and result.failures == []
     assert fake_slicer_app.messages[-1].startswith(f"{module} self-test passed")
     assert np.isfinite(len(fake_slicer_app.messages))
+
+
+def test_readerstudy_widget_observers_and_marks(fake_slicer_app, monkeypatch, mrml_scene, tmp_path):
+    """The ReaderStudy widget through two reads: each slice view is observed exactly once however many reads were
+    opened (no "already has observer", one handler per view change) and not at all after logout; an unfinished
+    "Add lesion" line and the lines of a deleted lesion leave no node and no markups display node behind."""
+    import warnings
+
+    from neurocontrast.readerstudy.synthetic import make_synthetic_study
+
+    make_synthetic_study(tmp_path / "study", n_cases=2, seed=1)
+    for cls in ("vtkMRMLSelectionNode", "vtkMRMLInteractionNode"):  # the application's singletons
+        node = getattr(slicer, cls)()
+        node.SetSingletonTag("Singleton")
+        mrml_scene.AddNode(node)
+    slice_nodes, composites, layouts = {}, {}, []
+    for name in ("Red", "Yellow"):
+        slice_nodes[name] = mrml_scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        composites[name] = mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+
+    def slice_widget(name):
+        logic = types.SimpleNamespace(GetSliceCompositeNode=lambda: composites[name], FitSliceToAll=lambda: None)
+        return types.SimpleNamespace(sliceLogic=lambda: logic, mrmlSliceNode=lambda: slice_nodes[name])
+
+    monkeypatch.setattr(slicer.app, "layoutManager", lambda: types.SimpleNamespace(
+        setLayout=layouts.append, sliceWidget=slice_widget), raising=False)
+    probe = []
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: None)
+    monkeypatch.setattr(slicer.util, "findChild", lambda parent, name: types.SimpleNamespace(setVisible=probe.append))
+
+    loaded = load_module_file("ReaderStudy", monkeypatch)
+    ticks = iter(range(10, 10**6, 10))
+    monkeypatch.setattr(loaded, "time", types.SimpleNamespace(time=lambda: next(ticks)))  # no 1 s throttling
+    widget = make_widget(loaded, "ReaderStudy")
+    ui = widget.ui
+    activity = []
+    widget.logic.activity = lambda: activity.append(1)
+
+    def view_handlers():
+        activity.clear()
+        for node in slice_nodes.values():
+            node.Modified()
+        return len(activity)
+
+    def count(class_name):
+        return mrml_scene.GetNumberOfNodesByClass(class_name)
+
+    ui.studyFolderLineEdit.text, ui.readerLineEdit.text = str(tmp_path / "study"), "R1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # VTKObservationMixin warns "already has observer"
+        ui.loginButton.emit("clicked()")
+        assert probe == [False] and ui.worklistTable.rowCount == len(widget.logic.worklist()) > 0
+        ui.openNextButton.emit("clicked()")
+        assert layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView]
+        assert view_handlers() == 2
+        widget.gradeGroup.emit("buttonClicked(int)", 3)
+        ui.submitButton.emit("clicked()")  # opens the next read: the same slice views again
+        assert len(layouts) == 2 and ui.caseLabel.text.startswith("Case K")
+        assert view_handlers() == 2
+        assert sorted(obj.GetID() for obj, _, method, *_ in widget.Observations
+                      if method == widget.onViewActivity) == sorted(n.GetID() for n in slice_nodes.values())
+        # an unfinished "Add lesion" is replaced by the next one; the drawn line becomes the lesion's two lines
+        displays = count("vtkMRMLMarkupsDisplayNode")
+        ui.addLesionButton.emit("clicked()")
+        ui.addLesionButton.emit("clicked()")
+        assert count("vtkMRMLMarkupsLineNode") == 1 and count("vtkMRMLMarkupsDisplayNode") == displays + 1
+        widget.pendingLine.AddControlPointWorld(-6.0, 10.0, 0.0)
+        widget.pendingLine.AddControlPointWorld(6.0, 10.0, 0.0)
+        for deferred in fake_slicer_app.deferred:
+            deferred()
+        assert mrml_scene.GetFirstNodeByName("New long axis") is None and widget.pendingLine is None
+        assert ui.lesionTable.rowCount == 1 and ui.lesionTable.item(0, 1).text() == "12.0"
+        assert count("vtkMRMLMarkupsLineNode") == 2 and count("vtkMRMLMarkupsDisplayNode") == displays + 2
+        ui.lesionTable.current = 0
+        ui.deleteLesionButton.emit("clicked()")
+        assert ui.lesionTable.rowCount == 0
+        assert count("vtkMRMLMarkupsLineNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == displays
+        ui.logoutButton.emit("clicked()")
+    assert view_handlers() == 0 and probe == [False, True]
+    assert count("vtkMRMLScalarVolumeNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == 0
+    widget.cleanup()
 
 
 def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypatch, mrml_scene, tmp_path):

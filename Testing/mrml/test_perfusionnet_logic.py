@@ -59,6 +59,31 @@ def test_parameter_problems(mrml_scene, loaded):
     assert set(available_methods()) >= {"osvd", "csvd", "ssvd", "tikhonov"}
 
 
+def test_remove_node_takes_display_and_storage_nodes_along(mrml_scene):
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "points")
+    points.AddDefaultStorageNode()
+    extras = [points.GetDisplayNode(), points.GetStorageNode()]
+    assert all(node is not None and mrml_scene.IsNodePresent(node) for node in extras)
+    volume = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "kept")
+    volume.CreateDefaultDisplayNodes()
+    mrml.remove_node(points)  # the node's own scene
+    assert not mrml_scene.IsNodePresent(points) and not any(mrml_scene.IsNodePresent(node) for node in extras)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsDisplayNode") == 0
+    assert mrml_scene.IsNodePresent(volume.GetDisplayNode())  # other nodes' display nodes stay
+    mrml.remove_node(points, mrml_scene)  # no longer in the scene, or None: nothing to do
+    mrml.remove_node(None)
+    # the temporary labelmaps of the segment <-> mask bridge leave no display node behind either
+    volume = mrml.volume_node_from_array(np.zeros((4, 5, 6), np.float32), Geometry.from_arrays(
+        (4, 5, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "reference", mrml_scene)
+    segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "segmentation")
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3, 1:4, 2:5] = True
+    mrml.add_segment_from_mask(segmentation, mask, volume, "box")
+    np.testing.assert_array_equal(mrml.mask_from_segment(segmentation, "box", volume), mask)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 0
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeDisplayNode") == 0
+
+
 # ----------------------------------------------------------------------------------------- inputs
 
 def test_oblique_geometry_round_trips_ras_lps(mrml_scene):
@@ -176,8 +201,14 @@ def test_suggest_aif_places_editable_points(mrml_scene, loaded, phantom):
     peaks = [delta[(slice(None), *idx)].max() for idx in mrml.ras_to_zyx(reference, [
         points.GetNthControlPointPositionWorld(i) for i in range(count)])]
     assert peaks == sorted(peaks, reverse=True)
+    old_display = points.GetDisplayNode()
+    assert old_display is not None and old_display.IsA("vtkMRMLMarkupsDisplayNode")  # the markups logic adds it
+    displays = mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsDisplayNode")
     PerfusionNetLogic(mrml_scene).suggest_aif(params, n_voxels=3)
     assert mrml_scene.GetNodesByName("AIF candidates").GetNumberOfItems() == 1
+    # the replaced point list took its display node along (no orphan vtkMRMLMarkupsDisplayNode)
+    assert not mrml_scene.IsNodePresent(old_display)
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsDisplayNode") == displays
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -214,9 +245,13 @@ def test_run_outputs_match_the_core_and_are_displayed(mrml_scene, loaded, phanto
     assert outputs.curves_chart.GetNumberOfPlotSeriesNodes() >= 2
     # a second run reuses the output nodes instead of piling up copies
     before = mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    segmentation_displays = mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationDisplayNode")
     PerfusionNetLogic(mrml_scene).run(params)
     assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before
     assert mrml_scene.GetNodesByName("DSCPhantom Tmax>6s").GetNumberOfItems() == 1
+    # the replaced segmentation took its display node along
+    assert not mrml_scene.IsNodePresent(segmentation.GetDisplayNode())
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationDisplayNode") == segmentation_displays
 
 
 def test_run_refuses_invalid_parameters(mrml_scene, loaded):

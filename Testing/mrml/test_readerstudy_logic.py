@@ -132,3 +132,27 @@ def test_reading_session_in_the_scene(mrml_scene, study):
 def test_logic_requires_login(mrml_scene):
     with pytest.raises(NeuroContrastError, match="log in"):
         ReaderStudyLogic(mrml_scene).open_read()
+
+
+def test_removed_marks_leave_no_display_nodes(mrml_scene, study):
+    """Deleting a lesion, and logging out (which clears the read), remove the line nodes with the markups
+    display nodes that the markups logic gave them, and the volumes with their display nodes."""
+    folder, _ = study
+
+    def count(class_name):
+        return mrml_scene.GetNumberOfNodesByClass(class_name)
+
+    logic = ReaderStudyLogic(mrml_scene, clock=Clock())
+    logic.login(str(folder), "R1")
+    logic.open_read()
+    assert count("vtkMRMLScalarVolumeDisplayNode") == len(logic.volume_nodes) == 2
+    lid, _ = logic.add_lesion_from_long_axis((-6, 10, 0), (6, 10, 0), short_mm=5)
+    lid2, _ = logic.add_lesion_from_long_axis((20, 0, 0), (30, 0, 0), short_mm=4)
+    assert count("vtkMRMLMarkupsDisplayNode") == 4  # one per line node
+    deleted = [node.GetDisplayNode() for node in logic.lesion_nodes[lid2]]
+    logic.delete_lesion(lid2)
+    assert count("vtkMRMLMarkupsLineNode") == 2 and count("vtkMRMLMarkupsDisplayNode") == 2
+    assert not any(mrml_scene.IsNodePresent(node) for node in deleted)
+    logic.logout()
+    assert count("vtkMRMLMarkupsLineNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == 0
+    assert count("vtkMRMLScalarVolumeNode") == 0 and count("vtkMRMLScalarVolumeDisplayNode") == 0

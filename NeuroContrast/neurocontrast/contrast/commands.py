@@ -167,6 +167,7 @@ def _cmd_train(args, task: str) -> int:
     if task == "virtual":
         config.channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
         config.loss, config.enhancement_weight = args.loss, args.enhancement_weight
+        config.lowdose_realisations = args.lowdose_realisations
     else:
         config.doses = tuple(float(d) for d in args.doses.split(",") if d.strip())
     with _progress(args, f"train {task}") as progress:
@@ -272,6 +273,8 @@ def register(groups) -> None:
             t.add_argument("--enhancement-weight", type=float, default=0.0,
                            help="extra loss weight W on enhancing voxels: weight 1 + W·clip((T1c − T1)/τ, 0, 1) "
                                 "(default 0 = unweighted)")
+            t.add_argument("--lowdose-realisations", type=int, default=1,
+                           help="independently seeded simulated low doses per case (noise augmentation; default 1)")
         t.add_argument("--missing-channels", default="error", choices=("error", "zero"),
                        help="a case without an input sequence: error, or a zero-filled channel")
         t.add_argument("--preprocessed", action="store_true", help="cases are already on one skull-stripped grid")

@@ -87,6 +87,7 @@ class TrainConfig:
     enhance_fraction: float = 0.5
     loss: str = "l2"
     enhancement_weight: float = 0.0
+    lowdose_realisations: int = 1
     missing_channels: str = "error"
     preprocessed: bool = False
     registration: str = "default"
@@ -111,6 +112,8 @@ class TrainConfig:
             raise NeuroContrastError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
         if not np.isfinite(self.enhancement_weight) or self.enhancement_weight < 0:
             raise NeuroContrastError(f"--enhancement-weight must be ≥ 0, got {self.enhancement_weight}")
+        if not 1 <= int(self.lowdose_realisations) <= 16:
+            raise NeuroContrastError(f"--lowdose-realisations must be in 1..16, got {self.lowdose_realisations}")
         if self.missing_channels not in ("error", "zero"):
             raise NeuroContrastError("--missing-channels must be 'error' or 'zero'")
         if self.task == "virtual":
@@ -201,7 +204,8 @@ def prepare_case(case_dir: Path, config: TrainConfig, cache_dir: Optional[Path] 
     Cached in ``cache_dir/<case>-<task>-<mode>.npz``. Raises NeuroContrastError on unreadable images.
     """
     mode = "same-grid" if config.preprocessed else "atlas"
-    key = f"{case_dir.name}-{config.task}-{mode}"
+    realisations = int(config.lowdose_realisations) if config.task == "virtual" else 1
+    key = f"{case_dir.name}-{config.task}-{mode}" + (f"-r{realisations}" if realisations > 1 else "")
     if cache_dir is not None:
         cached = Path(cache_dir) / f"{key}.npz"
         if cached.exists():
@@ -225,6 +229,13 @@ def prepare_case(case_dir: Path, config: TrainConfig, cache_dir: Optional[Path] 
             if not path.exists():
                 lowdose.simulate_lowdose_files(files["t1"], files["t1c"], dose, str(path), seed=seed + i)
             images[f"t1c_low@{dose:g}"] = str(path)
+        # further independently seeded realisations of the same dose (noise augmentation, virtual task): the
+        # network cannot memorise one noise field, and learns to keep the enhancement under fresh noise
+        for r in range(1, realisations):
+            path = work / f"{case_dir.name}-lowdose-{doses[0]:g}-seed{seed + 1000 + r}.nii.gz"
+            if not path.exists():
+                lowdose.simulate_lowdose_files(files["t1"], files["t1c"], doses[0], str(path), seed=seed + 1000 + r)
+            images[f"t1c_low@{doses[0]:g}#{r}"] = str(path)
     if config.preprocessed:
         from neurocontrast.contrast.virtual import prepare_same_grid
 
@@ -250,7 +261,7 @@ def prepare_case(case_dir: Path, config: TrainConfig, cache_dir: Optional[Path] 
 @dataclasses.dataclass
 class _Case:
     name: str
-    inputs: Dict[float, np.ndarray]  # dose → (C, Z, Y, X)
+    inputs: Dict[object, np.ndarray]  # dose (differential) or (dose, realisation) (virtual) → (C, Z, Y, X)
     targets: Dict[float, np.ndarray]  # dose → (1, Z, Y, X)
     conditions: Dict[float, np.ndarray]  # dose → (4,) (differential) or empty
     weight: Optional[Dict[float, np.ndarray]]
@@ -284,11 +295,20 @@ def build_virtual_case(name: str, arrays: Dict[str, np.ndarray], config: TrainCo
     rng = np.random.default_rng(config.seed)
     enh = (arrays["t1c"] - arrays["t1c_low"]) * brain
     hot = enh > max(0.05, float(np.percentile(enh[brain], 99.5)) * 0.5) if brain.any() else enh > 0
+    # every low-dose realisation of the case (key (dose, r)); they share the target and the loss weight
+    extra = sorted(k for k in arrays if k.startswith(f"t1c_low@{config.dose:g}#"))
+    keyed = {(config.dose, 0): inputs}
+    if extra and "t1c_low" in config.channels:
+        low_index = list(config.channels).index("t1c_low")
+        for k in extra:
+            x = inputs.copy()
+            x[low_index] = arrays[k]
+            keyed[(config.dose, int(k.rsplit("#", 1)[1]))] = x
     weight = None
     if config.enhancement_weight > 0:
-        weight = {config.dose: enhancement_weight_map(arrays["t1c"], arrays["t1"], brain,
-                                                      config.enhancement_weight)[None]}
-    return _Case(name, {config.dose: inputs}, {config.dose: target}, {}, weight,
+        w = enhancement_weight_map(arrays["t1c"], arrays["t1"], brain, config.enhancement_weight)[None]
+        weight = {k: w for k in keyed}
+    return _Case(name, keyed, {k: target for k in keyed}, {}, weight,
                  _coords(brain, 200000, rng), _coords(hot, 50000, rng))
 
 
