@@ -10,7 +10,8 @@ On a case that no fold saw in training:
 2. virtual T1c = model(T1, FLAIR, low-dose) through the full pipeline (preprocessing → ensemble × TTA → the
    native grid of the low-dose image);
 3. ``evaluate_contrast``: SSIM, PSNR, enhancement AUC (Otsu reference, Youden point) of the low-dose and the
-   virtual image against the real T1c, inside the brain mask of the pipeline;
+   virtual image against the real T1c, inside the brain mask of the pipeline, on the native grid; and the same
+   on the preprocessing grid (``evaluate_arrays``), where the papers compute them;
 4. amplification: T1c-pro = model(T1, FLAIR, routine T1c), once and twice (``repeat``); CNR and LBR of the
    routine T1c and the T1c-pro images on the preprocessing grid (both standardised to [0, 1], as the papers'
    images are) in (a) the lesion segmentation's label 1 as given and (b) its enhancing part (label-1 voxels
@@ -88,6 +89,12 @@ def main(argv=None) -> int:
         ev = evaluate_contrast(low, paths["virtual"], t1c, brain_mask_path=paths["brain_mask"],
                                out_dir=str(out / "evaluation"), pre_path=t1)
         results["virtual_vs_lowdose"] = ev["rows"]
+        # the same comparison on the preprocessing grid, where the papers compute their metrics
+        from neurocontrast.contrast.evaluate import evaluate_arrays as _evaluate_arrays
+
+        results["virtual_vs_lowdose_model_space"] = _evaluate_arrays(
+            prepared.images["t1c_low"], virtual.model_space["virtual"], prepared.images["t1c"],
+            prepared.brain_mask, pre=prepared.images["t1"])
 
         seg_path = case / "lesion_seg_predicted.nii.gz"
         if seg_path.exists():
@@ -170,6 +177,11 @@ def main(argv=None) -> int:
             print(f"| {row['image']} | {row.get('ssim', float('nan')):.4f} | {row.get('psnr', float('nan')):.2f} | "
                   f"{row.get('auc', float('nan')):.4f} | {row.get('sensitivity', float('nan')):.3f} | "
                   f"{row.get('specificity', float('nan')):.3f} |")
+    for row in results.get("virtual_vs_lowdose_model_space", []):
+        if row.get("image") in ("low", "virtual"):
+            print(f"| {row['image']} (preprocessing grid) | {row.get('ssim', float('nan')):.4f} | "
+                  f"{row.get('psnr', float('nan')):.2f} | {row.get('auc', float('nan')):.4f} | "
+                  f"{row.get('sensitivity', float('nan')):.3f} | {row.get('specificity', float('nan')):.3f} |")
     if amp:
         print("\n| ROI | image | CNR | LBR |")
         print("|---|---|---:|---:|")
