@@ -238,3 +238,17 @@ def test_given_mask_and_stripped_input_on_a_resampled_atlas(tmp_path):
                          brain_mask=tmp_path / "mask.nii.gz")
     assert given.record.skull_strip["method"] == "given mask"
     assert dice(given.brain_mask, truth) > 0.9
+
+
+def test_extend_outside_mask_takes_the_nearest_brain_value():
+    values = np.zeros((3, 4, 6), np.float32)
+    mask = np.zeros_like(values, dtype=bool)
+    mask[:, :, 2:4] = True
+    values[:, :, 2] = 5.0
+    values[:, :, 3] = 7.0
+    out = P.extend_outside_mask(values, mask)
+    assert np.all(out[:, :, :3] == 5.0) and np.all(out[:, :, 3:] == 7.0)
+    assert np.all(values[:, :, 0] == 0)  # the input is not modified
+    np.testing.assert_array_equal(P.extend_outside_mask(values, np.ones_like(mask)), values)
+    with pytest.raises(NeuroContrastError, match="mask shape"):
+        P.extend_outside_mask(values, mask[:, :, :5])
