@@ -6,9 +6,6 @@ An identity network (the residual UNet with a zero head returns its contrast inp
 stripping, crop, standardisation, the network, then the exact inverse onto the T1c's native grid and units.
 What comes back must be the T1c itself: same geometry bit for bit and a small intensity error in the brain."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -18,16 +15,12 @@ from neurocontrast.contrast.virtual import run_virtual
 from neurocontrast.metrics import dice
 from neurocontrast.networks.unet3d import ResidualUNet3D
 
-_spec = importlib.util.spec_from_file_location("_nc_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
-_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conftest)
-
 CONFIG = dict(in_channels=2, out_channels=1, base_channels=4, depth=2, blocks_per_level=1,
               final_activation="sigmoid", residual_channel=1)
 
 
-def test_identity_network_round_trip_through_the_virtual_pipeline(tmp_path):
-    case = _conftest.require_shared("brain/tcga-fg-6692")
+def test_identity_network_round_trip_through_the_virtual_pipeline(tmp_path, shared_data):
+    case = shared_data("brain/tcga-fg-6692")
     torch.manual_seed(0)
     net = ResidualUNet3D(**CONFIG)
     state = net.state_dict()
