@@ -105,7 +105,12 @@ def check_same_geometry(reference: Geometry, other: Geometry, reference_name: st
 def read_image(path: str) -> sitk.Image:
     """Read an image file (NIfTI, NRRD, MHA, ...) or a DICOM series folder with SimpleITK.
 
-    Raises NeuroContrastError if the path does not exist or cannot be read (corrupt or unknown format).
+    ITK's NIfTI reader turns NaN and ±inf of float files into 0, so a float NIfTI is read once with
+    nibabel (the voxels, NaN kept) on the grid ITK reads from its header (:func:`_read_float_nifti`);
+    callers check the array they take out (:func:`check_finite`).
+
+    Raises NeuroContrastError if the path does not exist or cannot be read (corrupt, truncated, header
+    only, or unknown format).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -119,30 +124,51 @@ def read_image(path: str) -> sitk.Image:
             files = reader.GetGDCMSeriesFileNames(path, series[0])
             reader.SetFileNames(files)
             return reader.Execute()
+        if path.lower().endswith((".nii", ".nii.gz")):
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(path)
+            reader.ReadImageInformation()
+            if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+                image = _read_float_nifti(path, reader)
+                if image is not None:
+                    return image
         image = sitk.ReadImage(path)
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for unreadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
         raise NeuroContrastError(f"cannot read image {path}: {first}") from None
-    if path.lower().endswith((".nii", ".nii.gz")) and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        _check_nifti_finite(path)
     return image
 
 
-def _check_nifti_finite(path: str) -> None:
-    """Raise NeuroContrastError if a float NIfTI file holds NaN or ±inf.
+def _read_float_nifti(path: str, reader: sitk.ImageFileReader) -> Optional[sitk.Image]:
+    """The voxels of a float NIfTI read by nibabel (NaN/inf kept), on the grid of ITK's header ``reader``.
 
-    ITK's NIfTI reader silently replaces NaN with 0, so the values are checked on the file itself with
-    nibabel, one volume (last axis) at a time to bound memory.
+    Returns None when nibabel's array does not match ITK's size (then ITK reads the file itself).
+    Raises NeuroContrastError when the file is truncated or its header is unreadable.
     """
     import nibabel
 
-    data = nibabel.load(path).dataobj
-    shape = data.shape
-    frames = [(Ellipsis, i) for i in range(shape[-1])] if len(shape) == 4 else [(Ellipsis,)]
-    for index in frames:
-        if not np.all(np.isfinite(np.asarray(data[index]))):
-            raise NeuroContrastError(f"{path} contains NaN or infinite values (they would be read as 0); "
-                                     "fix or mask them before analysis")
+    try:
+        nii = nibabel.load(path)
+        data = np.asanyarray(nii.dataobj)
+    except (EOFError, OSError, ValueError, nibabel.filebasedimages.ImageFileError) as exc:
+        raise NeuroContrastError(f"cannot read image {path}: the file is truncated or damaged ({exc})") from None
+    size = tuple(int(s) for s in reader.GetSize())
+    if data.shape != size or data.ndim not in (3, 4):
+        return None
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.T), isVector=False)
+    image.SetSpacing(reader.GetSpacing())
+    image.SetOrigin(reader.GetOrigin())
+    image.SetDirection(reader.GetDirection())
+    for key in reader.GetMetaDataKeys():
+        image.SetMetaData(key, reader.GetMetaData(key))
+    return image
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """Raise NeuroContrastError if ``array`` (already in memory) holds NaN or ±inf, naming ``what``."""
+    arr = np.asarray(array)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise NeuroContrastError(f"{what} contains NaN or infinite values; fix or mask them before analysis")
 
 
 def read_volume(path: str, name: str = "volume") -> Tuple[np.ndarray, Geometry]:
@@ -162,8 +188,7 @@ def read_volume(path: str, name: str = "volume") -> Tuple[np.ndarray, Geometry]:
     if img.GetDimension() != 3:
         raise NeuroContrastError(f"{name} ({path}) is {img.GetDimension()}D; expected a 3D volume")
     arr = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise NeuroContrastError(f"{name} ({path}) contains NaN or infinite values")
+    check_finite(arr, f"{name} ({path})")
     return arr, Geometry.from_image(img)
 
 
@@ -189,320 +214,13 @@ def write_volume(array: np.ndarray, geometry: Geometry, path: str) -> str:
     return os.fspath(path)
 
 
-# ----------------------------------------------------------------------------------------------------
-# 4D DSC series (added for issue 2)
-# ----------------------------------------------------------------------------------------------------
-
-#: Fewest frames a DSC series must have (baseline, bolus and recirculation must be separable).
-DSC_MIN_FRAMES = 10
-
-_NIFTI_TIME_UNITS = {8: 1.0, 16: 1e-3, 24: 1e-6}     # xyzt_units & 0x38: sec, msec, usec
-_SIDECAR_SUFFIXES = (".seq.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+# 4D DSC series live in :mod:`neurocontrast.dsc_io`; their names stay importable from here.
+_DSC_NAMES = ("DSCSeries", "read_dsc", "DSC_MIN_FRAMES")
 
 
-@dataclasses.dataclass
-class DSCSeries:
-    """A 4D dynamic susceptibility contrast (DSC) series.
+def __getattr__(name):  # PEP 562: lazy, so that dsc_io (which imports this module) loads on first use
+    if name in _DSC_NAMES:
+        from neurocontrast import dsc_io
 
-    Attributes
-    ----------
-    signal : (T, Z, Y, X) float32, raw T2*-weighted signal (arbitrary units).
-    geometry : :class:`Geometry` of one frame (3D grid).
-    tr_s : float, frame interval (time between volumes) in s.
-    te_s : float or None, echo time in s (needed for ΔR2* in 1/s).
-    path : str or None, where it was read from.
-    """
-
-    signal: np.ndarray
-    geometry: Geometry
-    tr_s: float
-    te_s: Optional[float] = None
-    path: Optional[str] = None
-
-    @property
-    def n_frames(self) -> int:
-        """Number of time frames T."""
-        return int(self.signal.shape[0])
-
-    @property
-    def times_s(self) -> np.ndarray:
-        """(T,) float64 frame times in s from the first frame: ``arange(T) * tr_s``."""
-        return np.arange(self.n_frames, dtype=np.float64) * float(self.tr_s)
-
-
-def _sidecar_path(path: str) -> str:
-    base = path.rstrip("/\\")
-    lower = base.lower()
-    for suffix in _SIDECAR_SUFFIXES:
-        if lower.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base + ".json"
-
-
-def _read_sidecar(path: str) -> dict:
-    import json
-
-    side = _sidecar_path(path)
-    if not os.path.isfile(side):
-        return {}
-    try:
-        with open(side, "r", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise NeuroContrastError(f"cannot read the JSON sidecar {side}: {exc}") from None
-    if not isinstance(data, dict):
-        raise NeuroContrastError(f"the JSON sidecar {side} must hold an object with EchoTime/RepetitionTime")
-    out = {}
-    for key in ("EchoTime", "RepetitionTime"):
-        if key in data:
-            try:
-                value = float(data[key])
-            except (TypeError, ValueError):
-                raise NeuroContrastError(f"{key} in {side} must be a number in seconds, got {data[key]!r}") from None
-            if key == "EchoTime" and value > 1.0:
-                raise NeuroContrastError(f"EchoTime {value:g} in {side} is not in seconds (BIDS): "
-                                         f"write {value / 1000:g} for {value:g} ms")
-            out[key] = value
-    log.info("read %s from sidecar %s", ", ".join(out) or "nothing", side)
-    return out
-
-
-def _nifti_raw_time(path: str) -> Optional[Tuple[float, int]]:
-    """(pixdim[4], xyzt_units) read from the NIfTI-1/-2 header bytes (ITK turns a 0 pixdim into 1)."""
-    import gzip
-    import struct
-
-    opener = gzip.open if path.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            head = fh.read(540)
-    except OSError:
-        return None
-    if len(head) < 348:
-        return None
-    for endian in ("<", ">"):
-        size = struct.unpack(endian + "i", head[:4])[0]
-        if size == 348:
-            return float(struct.unpack(endian + "f", head[92:96])[0]), head[123]
-        if size == 540 and len(head) >= 540:
-            return (float(struct.unpack(endian + "d", head[104 + 8 * 4:112 + 8 * 4])[0]),
-                    int(struct.unpack(endian + "i", head[500:504])[0]))
-    return None
-
-
-def _nifti_frame_interval(path: str) -> Optional[float]:
-    """pixdim[4] with its xyzt_units (s, ms, µs) in s; None when absent or zero."""
-    raw_time = _nifti_raw_time(path)
-    if raw_time is None:
-        return None
-    raw, units = raw_time
-    if not np.isfinite(raw) or raw <= 0:
-        return None
-    code = units & 0x38
-    if code in _NIFTI_TIME_UNITS:
-        return raw * _NIFTI_TIME_UNITS[code]
-    if raw > 20.0:  # no DSC frame interval is 20 s: an unlabelled value this large is in ms
-        log.warning("NIfTI time unit unknown (xyzt_units=%d) and pixdim[4]=%g: taken as ms", units, raw)
-        return raw / 1000.0
-    log.warning("NIfTI time unit unknown (xyzt_units=%d): pixdim[4]=%g taken as s", units, raw)
-    return raw
-
-
-def _sequence_index_interval(img: sitk.Image) -> Optional[float]:
-    """Frame interval from a Slicer sequence NRRD (``axis 0 index values`` / ``axis 0 unit``)."""
-    key = "axis 0 index values"
-    if not img.HasMetaDataKey(key):
-        return None
-    try:
-        values = np.array([float(v) for v in img.GetMetaData(key).split()])
-    except ValueError:
-        return None
-    if values.size < 2:
-        return None
-    steps = np.diff(values)
-    if np.any(steps <= 0):
-        return None
-    if np.ptp(steps) > 0.05 * np.median(steps):
-        log.warning("sequence index values are not evenly spaced; using the median step")
-    unit = img.GetMetaData("axis 0 unit").strip().lower() if img.HasMetaDataKey("axis 0 unit") else "s"
-    scale = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3}.get(unit)
-    if scale is None:
-        log.warning("sequence index unit %r is not a time unit; frame interval not taken from it", unit)
-        return None
-    return float(np.median(steps)) * scale
-
-
-def _dicom_tag(reader: sitk.ImageFileReader, tag: str) -> Optional[str]:
-    return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else None
-
-
-def _dicom_seconds(value: Optional[str]) -> Optional[float]:
-    """DICOM TM (HHMMSS.frac) to seconds of the day."""
-    if not value:
-        return None
-    try:
-        hh, mm, ss = int(value[0:2]), int(value[2:4] or 0), float(value[4:] or 0)
-    except ValueError:
-        return None
-    return hh * 3600.0 + mm * 60.0 + ss
-
-
-def _read_dicom_dsc(folder: str):
-    """A DSC DICOM folder → (signal (T,Z,Y,X) float32, Geometry, tr_s or None, te_s or None)."""
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
-    if not series:
-        raise NeuroContrastError(f"no DICOM series in folder {folder}")
-    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, sid) for sid in series}
-    sid = max(files_by_series, key=lambda s: len(files_by_series[s]))
-    if len(series) > 1:
-        log.warning("folder %s holds %d DICOM series; reading the largest (%s)", folder, len(series), sid)
-    records = []
-    te_ms = rep_ms = None
-    for name in files_by_series[sid]:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(name)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as exc:
-            raise NeuroContrastError(f"cannot read DICOM file {name}: {str(exc).splitlines()[0]}") from None
-        pos = _dicom_tag(reader, "0020|0032")
-        orient = _dicom_tag(reader, "0020|0037")
-        try:
-            p = np.array([float(v) for v in pos.split("\\")]) if pos else np.zeros(3)
-            o = np.array([float(v) for v in orient.split("\\")]) if orient else np.array([1.0, 0, 0, 0, 1, 0])
-        except ValueError:
-            raise NeuroContrastError(f"DICOM file {name} has an unreadable position/orientation") from None
-        normal = np.cross(o[:3], o[3:6])
-        temporal = _dicom_tag(reader, "0020|0100")
-        acq = _dicom_tag(reader, "0020|0012")
-        inst = _dicom_tag(reader, "0020|0013")
-        time = _dicom_seconds(_dicom_tag(reader, "0008|0032") or _dicom_tag(reader, "0008|0033"))
-        te_ms = te_ms if te_ms is not None else _dicom_tag(reader, "0018|0081")
-        rep_ms = rep_ms if rep_ms is not None else _dicom_tag(reader, "0018|0080")
-        records.append(dict(file=name, loc=round(float(p @ normal), 3),
-                            temporal=float(temporal) if temporal else None,
-                            acq=float(acq) if acq else None, inst=float(inst) if inst else 0.0, time=time))
-    locs = sorted({r["loc"] for r in records})
-    n_loc = len(locs)
-    if len(records) % n_loc:
-        raise NeuroContrastError(f"DICOM series in {folder}: {len(records)} files do not divide into "
-                                 f"{n_loc} slice positions; incomplete dynamic series")
-    n_t = len(records) // n_loc
-    if n_t == 1:
-        raise NeuroContrastError(f"DICOM series in {folder} is a 3D volume (one file per slice position); "
-                                 "expected a 4D DSC time series")
-
-    def tkey(r):
-        for k in ("temporal", "acq", "time"):
-            if r[k] is not None:
-                return (r[k], r["inst"])
-        return (r["inst"],)
-
-    by_loc = {loc: sorted([r for r in records if r["loc"] == loc], key=tkey) for loc in locs}
-    if any(len(v) != n_t for v in by_loc.values()):
-        raise NeuroContrastError(f"DICOM series in {folder}: slice positions have different numbers of frames")
-    frames, geometry = [], None
-    for t in range(n_t):
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames([by_loc[loc][t]["file"] for loc in locs])
-        img = reader.Execute()
-        if geometry is None:
-            geometry = Geometry.from_image(img)
-        frames.append(sitk.GetArrayFromImage(img).astype(np.float32))
-    signal = np.stack(frames)
-    tr_s = None
-    times = [by_loc[locs[0]][t]["time"] for t in range(n_t)]
-    if all(x is not None for x in times):
-        steps = np.diff(times)
-        if np.all(steps > 0):
-            tr_s = float(np.median(steps))
-    if tr_s is None and rep_ms:
-        tr_s = float(rep_ms) / 1000.0
-        log.info("DICOM frame interval taken from RepetitionTime (0018,0080) = %s ms", rep_ms)
-    te_s = float(te_ms) / 1000.0 if te_ms else None
-    return signal, geometry, tr_s, te_s
-
-
-def read_dsc(path: str, tr_s: Optional[float] = None, te_s: Optional[float] = None) -> DSCSeries:
-    """Read a 4D DSC series from NIfTI, NRRD (incl. Slicer ``.seq.nrrd``) or a DICOM series folder.
-
-    Parameters
-    ----------
-    path : file or DICOM folder. NIfTI/NRRD/MHA 4D scalar images (t is the 4th axis); a 3D vector image
-        with >= 10 components (Slicer ``.seq.nrrd`` with a ``list`` axis, a multivolume) is read with the
-        components as frames.
-    tr_s : frame interval in s; overrides every header value.
-    te_s : echo time in s; overrides every header value.
-
-    TR sources, first found wins: ``tr_s``; ``RepetitionTime`` (s) in a BIDS sidecar ``<name>.json``;
-    NIfTI ``pixdim[4]`` read from the header bytes with its ``xyzt_units`` (ms and µs converted to s; an
-    unlabelled value > 20 is taken as ms with a warning; 0 means absent); a Slicer sequence's ``axis 0 index values`` (unit ``axis 0 unit``); the 4th
-    spacing of a 4D NRRD/MHA; DICOM acquisition-time steps, else RepetitionTime (0018,0080) in ms.
-    TE sources: ``te_s``; ``EchoTime`` (s) in the sidecar; DICOM EchoTime (0018,0081) in ms.
-
-    Returns
-    -------
-    :class:`DSCSeries` with signal (T, Z, Y, X) float32; te_s may be None when no source gives it.
-
-    Raises
-    ------
-    NeuroContrastError : missing/unreadable path; a 3D (or 2D) image; fewer than 10 frames; NaN/inf
-        values; no frame interval anywhere or TR <= 0; TE <= 0 (or a sidecar EchoTime in ms).
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise NeuroContrastError(f"DSC series not found: {path}")
-    for name, value in (("tr_s", tr_s), ("te_s", te_s)):
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise NeuroContrastError(f"{name} must be > 0 seconds, got {value!r}")
-    if te_s is not None and te_s > 1.0:
-        raise NeuroContrastError(f"te_s = {te_s:g} s is implausible for DSC (expected ~0.02-0.06 s); "
-                                 "give the echo time in seconds")
-    sidecar = _read_sidecar(path)
-    header_tr = header_te = None
-    if os.path.isdir(path):
-        signal, geometry, header_tr, header_te = _read_dicom_dsc(path)
-    else:
-        img = read_image(path)
-        ncomp = img.GetNumberOfComponentsPerPixel()
-        if ncomp > 1:
-            if img.GetDimension() != 3 or ncomp < DSC_MIN_FRAMES:
-                raise NeuroContrastError(f"DSC series {path} is a {img.GetDimension()}D vector image with {ncomp} "
-                                         f"components; expected a 4D series with >= {DSC_MIN_FRAMES} frames")
-            arr = sitk.GetArrayFromImage(img)              # (z, y, x, t)
-            signal = np.moveaxis(arr, -1, 0).astype(np.float32)
-            geometry = Geometry.from_image(img)
-            header_tr = _sequence_index_interval(img)
-        elif img.GetDimension() == 4:
-            signal = sitk.GetArrayFromImage(img).astype(np.float32)
-            geometry = Geometry.from_image(img)
-            if img.HasMetaDataKey("pixdim[4]"):            # NIfTI: the header's own time units
-                header_tr = _nifti_frame_interval(path)
-            else:                                          # NRRD / MHA: the 4th spacing, in s
-                header_tr = float(img.GetSpacing()[3])
-        else:
-            raise NeuroContrastError(f"DSC series {path} is a {img.GetDimension()}D image of size "
-                                     f"{'x'.join(map(str, img.GetSize()))}; expected a 4D time series (x, y, z, t)")
-    n_t = signal.shape[0]
-    if n_t < DSC_MIN_FRAMES:
-        raise NeuroContrastError(f"DSC series {path} has {n_t} frames; at least {DSC_MIN_FRAMES} are needed")
-    if not np.all(np.isfinite(signal)):
-        raise NeuroContrastError(f"DSC series {path} contains NaN or infinite values")
-    side_tr = sidecar.get("RepetitionTime")
-    if tr_s is None:
-        tr_s = side_tr if side_tr is not None else header_tr
-        if side_tr is not None and header_tr is not None and abs(side_tr - header_tr) > 1e-3 * side_tr:
-            log.warning("RepetitionTime %g s in the sidecar differs from the header's %g s; using the sidecar",
-                        side_tr, header_tr)
-    if tr_s is None:
-        raise NeuroContrastError(f"no frame interval (TR) for {path} in its header or a JSON sidecar; "
-                                 "give it explicitly (--tr SECONDS)")
-    if not (np.isfinite(tr_s) and tr_s > 0):
-        raise NeuroContrastError(f"frame interval of {path} is {tr_s!r}; it must be > 0 s")
-    if te_s is None:
-        te_s = sidecar.get("EchoTime", header_te)
-        if te_s is not None and not (np.isfinite(te_s) and te_s > 0):
-            raise NeuroContrastError(f"echo time of {path} is {te_s!r} s; it must be > 0")
-    return DSCSeries(signal=signal, geometry=geometry, tr_s=float(tr_s),
-                     te_s=None if te_s is None else float(te_s), path=path)
+        return getattr(dsc_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

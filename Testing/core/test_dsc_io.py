@@ -52,13 +52,21 @@ def _patch_nifti_time(path, pixdim4, xyzt_units):
 
 
 @pytest.mark.parametrize("pixdim4, units, expected", [(1500.0, 2 | 16, 1.5), (1.5, 2 | 8, 1.5),
-                                                      (1500000.0, 2 | 24, 1.5), (1500.0, 2, 1.5),
-                                                      (1.2, 2, 1.2)])
+                                                      (1500000.0, 2 | 24, 1.5), (1.2, 2, 1.2)])
 def test_nifti_time_units(tmp_path, pixdim4, units, expected):
     path = str(tmp_path / "dsc.nii")
     sitk.WriteImage(_image4d(_series(), 1.0), path)
     _patch_nifti_time(path, pixdim4, units)
     assert read_dsc(path).tr_s == pytest.approx(expected)
+
+
+def test_nifti_tr_in_ms_without_unit_is_refused_unless_given(tmp_path):
+    path = str(tmp_path / "dsc.nii")
+    sitk.WriteImage(_image4d(_series(), 1.0), path)
+    _patch_nifti_time(path, 1500.0, 2)                      # 1500 with no time unit: ms or a wrong value
+    with pytest.raises(NeuroContrastError, match="implausible.*give 1.5 s"):
+        read_dsc(path)
+    assert read_dsc(path, tr_s=1.5).tr_s == 1.5              # an explicit TR overrides the header
 
 
 def test_nifti_without_tr_needs_explicit(tmp_path):
@@ -208,3 +216,94 @@ def test_real_moyamoya(shared_data):
     assert dsc.signal.shape == (50, 1, 128, 128)
     assert dsc.tr_s == pytest.approx(2.0)
     assert dsc.te_s is None
+
+
+# ------------------------------------------------------------------ no confident wrong answer
+
+
+def test_tr_in_milliseconds_is_refused_or_converted(tmp_path):
+    arr = _series(5)
+    good = str(tmp_path / "dsc.nii.gz")
+    sitk.WriteImage(_image4d(arr, 1.5), good)
+    with pytest.raises(NeuroContrastError, match="implausible.*give 1.5 s"):
+        read_dsc(good, tr_s=1500)                                    # --tr 1500
+    side = str(tmp_path / "sub_dsc.nii.gz")
+    sitk.WriteImage(_image4d(arr, 1.5), side)
+    (tmp_path / "sub_dsc.json").write_text(json.dumps({"RepetitionTime": 1500}))
+    with pytest.raises(NeuroContrastError, match="RepetitionTime.*implausible"):
+        read_dsc(side)
+    for ext in ("nrrd", "mha"):                                      # t-spacing 1500: no unit of its own
+        path = str(tmp_path / f"dsc.{ext}")
+        sitk.WriteImage(_image4d(arr, 1500.0), path)
+        with pytest.raises(NeuroContrastError, match="4th spacing.*implausible"):
+            read_dsc(path)
+        assert read_dsc(path, tr_s=1.5).tr_s == 1.5
+    seq = str(tmp_path / "dsc.seq.nrrd")
+    _write_seq_nrrd(seq, arr, 1500, "")                              # index values in ms, no unit
+    with pytest.raises(NeuroContrastError, match="sequence index.*implausible"):
+        read_dsc(seq)
+    with pytest.raises(NeuroContrastError, match="implausible"):
+        read_dsc(good, tr_s=0.05)                                    # too fast for a DSC frame
+
+
+def test_nrrd_converted_from_nifti_reads_tr_from_space_directions(tmp_path):
+    nii = str(tmp_path / "dsc.nii.gz")
+    sitk.WriteImage(_image4d(_series(6), 1.6), nii)
+    img = sitk.ReadImage(nii)                                        # carries the NIfTI's pixdim[4] key
+    assert img.HasMetaDataKey("pixdim[4]")
+    nrrd = str(tmp_path / "dsc.nrrd")
+    sitk.WriteImage(img, nrrd)
+    assert read_dsc(nrrd).tr_s == pytest.approx(1.6)
+
+
+def _truncate(path, keep_fraction):
+    data = open(path, "rb").read()
+    with open(path, "wb") as fh:
+        fh.write(data[: int(len(data) * keep_fraction)])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_truncated_nifti_is_refused(tmp_path, dtype):
+    arr = np.rint(_series(7)).astype(dtype)
+    path = str(tmp_path / "dsc.nii")
+    sitk.WriteImage(_image4d(arr), path)
+    _truncate(path, 0.7)
+    with pytest.raises(NeuroContrastError, match="truncated"):
+        read_dsc(path)
+    gz = str(tmp_path / "dsc.nii.gz")
+    sitk.WriteImage(_image4d(arr), gz)
+    _truncate(gz, 0.7)
+    with pytest.raises(NeuroContrastError, match="truncated|cannot read"):
+        read_dsc(gz)
+
+
+def test_header_only_nifti_is_refused(tmp_path):
+    path = str(tmp_path / "dsc.nii")
+    sitk.WriteImage(_image4d(_series(8)), path)
+    _truncate(path, 352 / os.path.getsize(path))
+    with pytest.raises(NeuroContrastError, match="truncated|cannot read"):
+        read_dsc(path)
+
+
+def test_zero_filled_and_constant_frames_are_refused(tmp_path):
+    arr = np.rint(_series(9)).astype(np.int16)
+    arr[-3:] = 0                                                     # what ITK makes of a truncated file
+    path = str(tmp_path / "dsc.nii.gz")
+    sitk.WriteImage(_image4d(arr), path)
+    with pytest.raises(NeuroContrastError, match="frames 9-11 of 12.*truncated"):
+        read_dsc(path)
+    arr = np.rint(_series(9)).astype(np.int16)
+    arr[4] = 7                                                       # a dropped frame in the middle
+    sitk.WriteImage(_image4d(arr), path)
+    with pytest.raises(NeuroContrastError, match="frame 4 of 12.*dropped"):
+        read_dsc(path)
+
+
+def test_single_slice_dicom_keeps_its_thickness(tmp_path):
+    arr = np.rint(_series(10))[:, :1]
+    folder = str(tmp_path / "dicom1")
+    _write_dicom_series(folder, arr)
+    dsc = read_dsc(folder)
+    assert dsc.signal.shape == (T, 1, Y, X)
+    assert dsc.geometry.spacing == pytest.approx((1.8, 1.9, 5.0))    # SliceThickness, not ITK's 1 mm
+    assert dsc.geometry.voxel_volume_ml == pytest.approx(1.8 * 1.9 * 5.0 / 1000)
