@@ -8,7 +8,7 @@ through ``register(groups)``, where ``groups`` maps a group name to an argparse 
 
 A subcommand parser sets ``func=callable(args) -> int | None``. Heavy imports (torch, matplotlib) happen
 inside those callables so that ``--help`` stays fast. Bad input (:class:`NeuroContrastError`,
-``ValueError``, ``FileNotFoundError``) ends with exit code 2 and a one-line reason on stderr, never a
+``ValueError``, ``OSError`` such as a missing file or a full disk) ends with exit code 2 and a one-line reason on stderr, never a
 traceback; ``--debug`` shows the traceback.
 """
 
@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         code = args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (ValueError, OSError) as exc:  # bad input, missing files, permissions, a full disk
         if args.debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

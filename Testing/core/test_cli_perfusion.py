@@ -53,7 +53,7 @@ def test_phantom_then_perfusion(phantom_dir, tmp_path, capsys):
     assert (out / "overview.png").is_file()
     rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert rep["method"] == "tikhonov" and rep["input"]["te_s"] == pytest.approx(0.03)  # TE from the JSON sidecar
-    assert rep["parameters"]["lambda_"] == 0.3 and rep["parameters"]["smoothing_fwhm_mm"] == 4.0
+    assert rep["options"]["tikhonov"]["lambda_"] == 0.3 and rep["parameters"]["smoothing_fwhm_mm"] == 4.0
     assert rep["input"]["tr_s"] == pytest.approx(1.5)
     assert "Tmax>6s" in capsys.readouterr().out
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.perfusion.commands import phantom_accuracy
+from neurocontrast.perfusion.evaluate import phantom_accuracy
 from neurocontrast.perfusion.phantom import LABELS, generate_phantom
 from neurocontrast.perfusion.pipeline import (MAP_METHODS, MapMethod, automatic_brain_mask, run_perfusion,
                                               smooth_in_mask, write_outputs)

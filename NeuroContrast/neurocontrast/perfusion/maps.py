@@ -33,6 +33,10 @@ from neurocontrast.progress import ProgressCallback, report
 log = logging.getLogger(__name__)
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
+#: Unit of every map the pipeline can produce (networks may add ``tmax_uncertainty``), and of the volumes
+#: and curves of its report. The one table the CLI report, the PNG and the Slicer nodes read.
+MAP_UNITS = {"cbf": "mL/100 g/min", "cbv": "mL/100 g", "mtt": "s", "tmax": "s", "ttp": "s from first frame",
+             "tmax_uncertainty": "s", "volumes": "mL", "delta_r2star": "1/s"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,21 @@
 """The whole DSC perfusion job: DSC series + AIF/VOF/brain masks → maps, hypoperfusion, report, files.
 
-:func:`run_perfusion` chains the core steps (Cao et al. eq. 1-8):
+:func:`run_perfusion` chains the core steps (Cao et al. eq. 1-8), each a named function below:
 
-1. baseline detection and ΔR2*(t) = −ln(S/S0)/TE (eq. 1, :mod:`~neurocontrast.perfusion.signal`);
-2. the AIF from a mask or from the automatic suggestion (:func:`~neurocontrast.perfusion.aif.suggest_aif`),
-   rescaled to the VOF for partial volume (eq. 8) when a VOF mask is given;
-3. the maps by a registered method (:data:`MAP_METHODS`): deconvolution (sSVD, cSVD, oSVD, Tikhonov;
-   eq. 3-7 in :func:`~neurocontrast.perfusion.maps.compute_maps`) or a network (ST-Net, AIF-free Tmax net,
-   from :mod:`neurocontrast.perfusion.deep`, imported only when chosen);
-4. hypoperfusion masks and volumes for Tmax > 4/6/8/10 s and, with a core mask, the mismatch.
+1. :func:`check_inputs` -- TR plausible, TE when needed, masks on the grid, no constant frames;
+2. :func:`baseline_and_brain` -- pre-bolus baseline frames and the brain mask (given or automatic);
+3. :func:`vascular_curves` -- the AIF (mask or automatic suggestion) and VOF ΔR2* curves, the AIF rescaled
+   to the VOF for partial volume (eq. 8); the same function draws the curves of the Slicer panel;
+4. :func:`tissue_delta_r2star` -- ΔR2*(t) = −ln(S/S0)/TE (eq. 1) of the brain's bounding box in float32,
+   smoothed in plane inside the brain;
+5. :func:`compute_method_maps` -- a registered method (:data:`MAP_METHODS`): deconvolution (sSVD, cSVD,
+   oSVD, Tikhonov; eq. 3-7 in :func:`~neurocontrast.perfusion.maps.compute_maps`) or a network (ST-Net,
+   AIF-free Tmax net, from :mod:`neurocontrast.perfusion.deep`, imported only when chosen);
+6. :func:`hypoperfusion_and_mismatch` -- Tmax > 4/6/8/10 s masks and volumes and, with a core, the mismatch;
+7. :func:`build_report` -- the JSON report, with the whole :class:`~neurocontrast.perfusion.parameters.PerfusionOptions`.
 
-:func:`write_outputs` writes the maps as NIfTI on the DSC grid, ``report.json`` and ``overview.png``.
+:func:`write_outputs` writes the maps as NIfTI on the DSC grid and ``report.json`` into a temporary folder
+swapped in whole, then ``overview.png``; :func:`perfusion_from_files` is the command line's one call.
 """
 
 from __future__ import annotations
@@ -21,24 +26,22 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.perfusion.lesion import TMAX_THRESHOLDS
+from neurocontrast.perfusion.maps import MAP_NAMES, MAP_UNITS  # noqa: F401  (MAP_NAMES re-exported)
+from neurocontrast.perfusion.parameters import SMOOTHING_FWHM_MM, PerfusionOptions  # noqa: F401
 from neurocontrast.progress import ProgressCallback, report as report_progress, scaled
 
 log = logging.getLogger(__name__)
 
-#: Names of the maps written by :func:`write_outputs`, in display order.
-MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
-#: Tmax thresholds (s) of the hypoperfusion masks; 6 s is the clinical one written as hypoperfusion.nii.gz.
-THRESHOLDS_S = (4.0, 6.0, 8.0, 10.0)
+#: Tmax thresholds (s) of the hypoperfusion masks (:data:`~neurocontrast.perfusion.lesion.TMAX_THRESHOLDS`).
+THRESHOLDS_S = TMAX_THRESHOLDS
+#: The clinical Tmax threshold (s), written as hypoperfusion.nii.gz and shown in the Slicer segmentation.
 HYPOPERFUSION_THRESHOLD_S = 6.0
-#: Default in-plane Gaussian smoothing (FWHM, mm) of the tissue ΔR2* before deconvolution (0 = none).
-#: Measured on the phantom at SNR 40 (6 noise seeds, oSVD): Dice of Tmax > 6 s 0.963-0.967 with 5 mm,
-#: 0.895-0.925 without; CBV median ratio unchanged (docs/perfusion.md).
-SMOOTHING_FWHM_MM = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,16 @@ MAP_METHODS: Dict[str, MapMethod] = {
     "tmaxnet": MapMethod("tmaxnet", "network", "neurocontrast.perfusion.deep:tmaxnet_maps", False,
                          "AIF-free Tmax network"),
 }
+
+
+def deconvolution_methods() -> tuple:
+    """Names of the registered deconvolution methods, in registry order (osvd, csvd, ssvd, tikhonov)."""
+    return tuple(name for name, entry in MAP_METHODS.items() if entry.kind == "deconvolution")
+
+
+def network_methods() -> tuple:
+    """Names of the registered network methods (stnet, tmaxnet, and any added entry)."""
+    return tuple(name for name, entry in MAP_METHODS.items() if entry.kind == "network")
 
 
 @dataclasses.dataclass
@@ -193,113 +206,70 @@ def _map_summary(maps: Dict[str, np.ndarray], mask: np.ndarray) -> Dict[str, Dic
     return out
 
 
-def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: str = "mask",
-                  method: str = "osvd", constants=None, core_mask=None, smoothing_fwhm_mm: float = SMOOTHING_FWHM_MM,
-                  progress: Optional[ProgressCallback] = None, **params) -> PerfusionResult:
-    """Compute perfusion maps, hypoperfusion volumes and a report from a DSC series.
+@dataclasses.dataclass
+class VascularCurves:
+    """The arterial and venous curves of a series, as :func:`vascular_curves` computes them.
+
+    baseline : (start, stop) frames of the series used for S0 (ended at the AIF's own arrival when earlier).
+    times_s : (T − start,) s from the first frame of the series. aif_raw : (T − start,) ΔR2* (1/s) mean
+    of the AIF voxels; aif : the one used (× ``factor`` after VOF rescaling); vof : the VOF curve or None.
+    factor : ∫VOF/∫AIF, or None without a VOF or with rescaling off (``rescale_factor`` holds the value
+    it would have been). aif_quality, vof_quality : :func:`~neurocontrast.perfusion.aif.aif_quality` with
+    times from the first frame of the series. unit : "1/s".
+    """
+
+    baseline: Tuple[int, int]
+    times_s: np.ndarray
+    aif_raw: Optional[np.ndarray]
+    aif: Optional[np.ndarray]
+    vof: Optional[np.ndarray]
+    factor: Optional[float]
+    rescale_factor: Optional[float]
+    aif_quality: Optional[Dict[str, Any]]
+    vof_quality: Optional[Dict[str, Any]]
+    unit: str = "1/s"
+
+
+def _mask_delta_r2star(signal_mod, signal: np.ndarray, mask: np.ndarray, te_s: float, baseline) -> np.ndarray:
+    """(T − start, N) float32 ΔR2* of the voxels of ``mask`` (the same values as on the whole grid)."""
+    start, stop = int(baseline[0]), int(baseline[1])
+    return signal_mod.delta_r2star(signal[start:, mask], te_s, (0, stop - start))
+
+
+def vascular_curves(signal: np.ndarray, tr_s: float, te_s: float, aif_mask: Optional[np.ndarray],
+                    vof_mask: Optional[np.ndarray] = None, *, baseline: Optional[Tuple[int, int]] = None,
+                    vof_rescale: bool = True) -> VascularCurves:
+    """AIF and VOF ΔR2*(t) curves; the one function behind the pipeline and the Slicer panel's live curves.
 
     Parameters
     ----------
-    dsc : :class:`neurocontrast.io.DSCSeries` (signal (T, Z, Y, X), tr_s s, te_s s).
-    aif_mask : (Z, Y, X) bool/int, the arterial voxels; required when ``aif="mask"``.
-    vof_mask : (Z, Y, X), venous voxels (superior sagittal sinus); when given the AIF is rescaled so that
-        its area equals the VOF's (partial-volume correction, Cao et al. eq. 8).
-    brain_mask : (Z, Y, X); default an automatic Otsu mask of the baseline signal (:func:`automatic_brain_mask`).
-    aif : ``"mask"`` or ``"auto"`` (Mouridsen 2006 clustering via ``suggest_aif``, within the brain mask).
-    method : a key of :data:`MAP_METHODS` (osvd, csvd, ssvd, tikhonov, stnet, tmaxnet).
-    constants : ``PerfusionConstants`` (hematocrits 0.45/0.25, density 1.04 g/mL by default).
-    core_mask : (Z, Y, X) optional infarct core (e.g. ADC < 620); adds the mismatch summary.
-    smoothing_fwhm_mm : in-plane Gaussian smoothing of the tissue ΔR2* inside the brain before
-        deconvolution (:func:`smooth_in_mask`), FWHM in mm (default :data:`SMOOTHING_FWHM_MM` = 5; 0 = none).
-        The AIF/VOF curves are taken unsmoothed, and the AIF/VOF voxels are left out of the smoothing.
-    progress : callback(fraction, message). params : method parameters passed to ``compute_maps``
-        (``osvd_oi``, ``ssvd_threshold``, ``lambda_`` ...).
+    signal : (T, Z, Y, X) raw DSC signal. tr_s : frame interval in s. te_s : echo time in s (> 0).
+    aif_mask, vof_mask : (Z, Y, X) bool or None (at least one).
+    baseline : (start, stop) of the whole series (:func:`~neurocontrast.perfusion.signal.detect_baseline`
+        when None). When the AIF's own bolus arrives earlier than ``stop`` (the arteries fill first), the
+        baseline ends at the AIF arrival (at least 2 frames kept), so that S0 holds no contrast.
+    vof_rescale : scale the AIF so that its area equals the VOF's (Cao et al. eq. 8; van Osch 2001).
 
-    Returns
-    -------
-    :class:`PerfusionResult`.
+    Returns :class:`VascularCurves`: ΔR2* = −ln(S/S0)/TE (Cao eq. 1) per voxel from the first steady-state
+    baseline frame on, averaged over each mask.
 
-    Raises
-    ------
-    NeuroContrastError : unknown method or aif mode, TE missing/≤ 0 for a deconvolution method, masks of a
-        different shape, an empty AIF or VOF mask, an AIF mask outside the brain/head, a network method
-        whose module is absent.
+    Raises NeuroContrastError : TE missing or <= 0, both masks None, an empty mask, a VOF or AIF without a
+    bolus (area <= 0) when rescaling.
     """
     from neurocontrast.perfusion import aif as aif_mod
-    from neurocontrast.perfusion import lesion, maps as maps_mod, signal as signal_mod
+    from neurocontrast.perfusion import signal as signal_mod
 
-    t_start = time.perf_counter()
-    timings: Dict[str, float] = {}
-    method = str(method).lower()
-    if method not in MAP_METHODS:
-        raise NeuroContrastError(f"unknown perfusion method {method!r}; expected one of {', '.join(MAP_METHODS)}")
-    entry = MAP_METHODS[method]
-    if aif not in ("mask", "auto"):
-        raise NeuroContrastError(f"aif must be 'mask' or 'auto', got {aif!r}")
-    if smoothing_fwhm_mm is None or not np.isfinite(smoothing_fwhm_mm) or smoothing_fwhm_mm < 0:
-        raise NeuroContrastError(f"smoothing_fwhm_mm must be >= 0 mm, got {smoothing_fwhm_mm!r}")
-    signal = np.asarray(dsc.signal)
-    if signal.ndim != 4:
-        raise NeuroContrastError(f"the DSC series must be 4D (t, z, y, x), got shape {signal.shape}")
-    shape = signal.shape[1:]
-    tr_s = float(dsc.tr_s)
-    if not (np.isfinite(tr_s) and tr_s > 0):
-        raise NeuroContrastError(f"TR (frame interval) must be > 0 s, got {dsc.tr_s!r}")
-    te_s = dsc.te_s
-    if entry.kind == "deconvolution" and (te_s is None or not np.isfinite(te_s) or te_s <= 0):
-        raise NeuroContrastError(f"TE must be a positive echo time in s for method {method} (give --te), got {te_s!r}")
-    aif_mask = _check_mask(aif_mask, shape, "AIF mask")
-    vof_mask = _check_mask(vof_mask, shape, "VOF mask")
-    brain_mask = _check_mask(brain_mask, shape, "brain mask")
-    core_mask = _check_mask(core_mask, shape, "core mask")
-    if aif == "mask" and aif_mask is None and entry.needs_aif:
-        raise NeuroContrastError("an AIF mask is required (or use aif='auto' / --aif auto)")
-    if aif_mask is not None and not aif_mask.any():
-        raise NeuroContrastError("the AIF mask is empty: it selects no voxel")
-    if vof_mask is not None and not vof_mask.any():
-        raise NeuroContrastError("the VOF mask is empty: it selects no voxel")
-    constants = constants or maps_mod.PerfusionConstants()
-
-    # 1. baseline and ΔR2*
-    report_progress(progress, 0.0, "baseline")
-    t0 = time.perf_counter()
-    baseline = signal_mod.detect_baseline(signal, tr_s)
-    brain_source = "given"
-    if brain_mask is None:
-        brain_mask = automatic_brain_mask(signal, baseline)
-        brain_source = "automatic (Otsu of the baseline signal, largest component)"
-        log.info("no brain mask given: automatic mask with %d voxels", int(brain_mask.sum()))
-    if not brain_mask.any():
-        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
-    s0 = signal[baseline[0]:baseline[1]].mean(axis=0)
-    dr2 = None
-    te_ok = te_s is not None and np.isfinite(te_s) and te_s > 0
-    if not te_ok and aif == "auto":
-        raise NeuroContrastError(f"TE must be a positive echo time in s for the automatic AIF (give --te), got {te_s!r}")
-    if te_ok:  # networks work on the signal; ΔR2* then only feeds the AIF/VOF curves of the report
-        dr2 = _delta_r2star(signal_mod, signal, te_s, baseline)
-    timings["delta_r2star_s"] = time.perf_counter() - t0
-
-    # 2. AIF / VOF
-    t0 = time.perf_counter()
-    aif_curve = aif_raw = vof_curve = None
-    aif_q = vof_q = None
-    factor = None
-    if aif == "auto" and entry.needs_aif:
-        report_progress(progress, 0.05, "suggesting AIF")
-        aif_mask = np.asarray(aif_mod.suggest_aif(dr2, tr_s, brain_mask=brain_mask), dtype=bool)
-        if not aif_mask.any():
-            raise NeuroContrastError("the automatic AIF suggestion found no arterial voxel; draw an AIF mask")
-    if aif_mask is not None and dr2 is not None:
-        near_brain = _dilate(brain_mask, 3)
-        if not (aif_mask & near_brain).any():
-            raise NeuroContrastError(f"the AIF mask ({int(aif_mask.sum())} voxels) lies outside the brain: "
-                                     "no AIF voxel is within 3 voxels of the brain mask")
-        head_level = np.median(s0[brain_mask])
-        if np.all(s0[aif_mask] < 0.1 * head_level):
-            raise NeuroContrastError("the AIF mask lies outside the head: its baseline signal is below 10 % "
-                                     "of the brain's")
-        # the bolus reaches the arteries before the tissue: end the baseline before the AIF's own arrival
+    if te_s is None or not np.isfinite(te_s) or te_s <= 0:
+        raise NeuroContrastError(f"TE must be a positive echo time in s to compute ΔR2* curves, got {te_s!r}")
+    if aif_mask is None and vof_mask is None:
+        raise NeuroContrastError("an AIF or VOF mask is needed for the vascular curves")
+    for mask, name in ((aif_mask, "AIF mask"), (vof_mask, "VOF mask")):
+        if mask is not None and not np.any(mask):
+            raise NeuroContrastError(f"the {name} is empty: it selects no voxel")
+    if baseline is None:
+        baseline = signal_mod.detect_baseline(signal, tr_s)
+    baseline = (int(baseline[0]), int(baseline[1]))
+    if aif_mask is not None:
         try:
             aif_baseline = signal_mod.detect_baseline(signal[:, aif_mask].mean(axis=1)[:, None], tr_s)
         except NeuroContrastError as exc:  # no clear bolus in the AIF voxels: keep the whole-brain baseline
@@ -309,106 +279,343 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, aif: st
             log.info("baseline shortened from frames %s to end at the AIF arrival (frame %d)", baseline,
                      aif_baseline[1])
             baseline = (baseline[0], int(aif_baseline[1]))
-            s0 = signal[baseline[0]:baseline[1]].mean(axis=0)
-            dr2 = _delta_r2star(signal_mod, signal, te_s, baseline)
-        aif_raw = aif_mod.curve_from_mask(dr2, aif_mask)
-        aif_q = _shift_times(aif_mod.aif_quality(aif_raw, tr_s), baseline[0] * tr_s)
-        aif_curve = aif_raw
-        if vof_mask is not None:
-            if np.all(s0[vof_mask] < 0.1 * head_level):
-                raise NeuroContrastError("the VOF mask lies outside the head: its baseline signal is below 10 % "
-                                         "of the brain's")
-            vof_curve = aif_mod.curve_from_mask(dr2, vof_mask)
-            vof_q = _shift_times(aif_mod.aif_quality(vof_curve, tr_s), baseline[0] * tr_s)
-            aif_curve, factor = aif_mod.rescale_aif_to_vof(aif_raw, vof_curve, tr_s)
-    timings["aif_s"] = time.perf_counter() - t0
+    offset = baseline[0] * tr_s
 
-    # 3. maps
-    t0 = time.perf_counter()
-    if smoothing_fwhm_mm and dr2 is not None:
-        report_progress(progress, 0.08, "spatial smoothing")
-        vessels = np.zeros(shape, bool)  # AIF/VOF voxels are neither smoothed nor smeared into their neighbours
-        for m in (aif_mask, vof_mask):
-            if m is not None:
-                vessels |= m
-        smoothed = smooth_in_mask(dr2, brain_mask & ~vessels, dsc.geometry.spacing, smoothing_fwhm_mm)
-        keep = brain_mask & vessels
+    def curve(mask):
+        if mask is None:
+            return None, None
+        mean = _mask_delta_r2star(signal_mod, signal, mask, te_s, baseline).astype(np.float64).mean(axis=1)
+        return mean, _shift_times(aif_mod.aif_quality(mean, tr_s), offset)
+
+    aif_raw, aif_q = curve(aif_mask)
+    vof, vof_q = curve(vof_mask)
+    aif_used, factor, would_be = aif_raw, None, None
+    if aif_raw is not None and vof is not None:
+        rescaled, would_be = aif_mod.rescale_aif_to_vof(aif_raw, vof, tr_s)
+        if vof_rescale:
+            aif_used, factor = rescaled, would_be
+        else:
+            log.info("VOF rescaling off: the AIF is used as measured (rescaling would multiply it by %.2f)",
+                     would_be)
+    times = (np.arange(signal.shape[0] - baseline[0]) + baseline[0]) * tr_s
+    return VascularCurves(baseline, times, aif_raw, aif_used, vof, factor, would_be, aif_q, vof_q)
+
+
+@dataclasses.dataclass
+class _Inputs:
+    signal: np.ndarray
+    tr_s: float
+    te_s: Optional[float]
+    aif_mask: Optional[np.ndarray]
+    vof_mask: Optional[np.ndarray]
+    brain_mask: Optional[np.ndarray]
+    core_mask: Optional[np.ndarray]
+    warnings: list
+
+
+def check_inputs(dsc, aif_mask, vof_mask, brain_mask, core_mask, options: PerfusionOptions) -> _Inputs:
+    """Validate the series and masks for ``options`` (step 1). Raises NeuroContrastError with the reason:
+    not 4D, frame interval outside 0.3–5 s, TE missing for a deconvolution or the automatic AIF, constant
+    (zero-filled) frames, masks of another shape or empty, no AIF mask for a method that needs one.
+    Negative signal samples are counted into ``warnings`` (a magnitude series has none)."""
+    from neurocontrast.dsc_io import check_dsc_values, check_frame_interval
+
+    entry = MAP_METHODS[options.method]
+    signal = np.asarray(dsc.signal)
+    if signal.ndim != 4:
+        raise NeuroContrastError(f"the DSC series must be 4D (t, z, y, x), got shape {signal.shape}")
+    shape = signal.shape[1:]
+    tr_s = check_frame_interval(dsc.tr_s, "the DSC series", "s")
+    te_s = dsc.te_s
+    te_ok = te_s is not None and np.isfinite(te_s) and te_s > 0
+    if not te_ok and (entry.kind == "deconvolution" or (options.aif == "auto" and entry.needs_aif)):
+        what = f"method {options.method}" if entry.kind == "deconvolution" else "the automatic AIF"
+        raise NeuroContrastError(f"TE must be a positive echo time in s for {what} (give --te), got {te_s!r}; "
+                                 "the maps (ratios of tissue to arterial ΔR2*) do not depend on its value, "
+                                 "only the ΔR2* curves (1/s) scale with it, so the protocol's TE is enough")
+    check_dsc_values(signal, "the DSC series")
+    warnings = []
+    n_negative = int(np.count_nonzero(signal < 0))
+    if n_negative:
+        message = (f"{n_negative} negative signal sample(s): a magnitude DSC series has none (phase, "
+                   "subtracted or badly rescaled data?); they count as S <= 0")
+        log.warning(message)
+        warnings.append(message)
+    masks = {name: _check_mask(m, shape, label) for name, m, label in
+             (("aif", aif_mask, "AIF mask"), ("vof", vof_mask, "VOF mask"), ("brain", brain_mask, "brain mask"),
+              ("core", core_mask, "core mask"))}
+    if options.aif == "mask" and masks["aif"] is None and entry.needs_aif:
+        raise NeuroContrastError("an AIF mask is required (or use aif='auto' / --aif auto)")
+    for name, label in (("aif", "AIF"), ("vof", "VOF"), ("brain", "brain")):
+        if masks[name] is not None and not masks[name].any():
+            raise NeuroContrastError(f"the {label} mask is empty: it selects no voxel")
+    return _Inputs(signal, tr_s, te_s if te_ok else None, masks["aif"], masks["vof"], masks["brain"],
+                   masks["core"], warnings)
+
+
+def baseline_and_brain(signal: np.ndarray, tr_s: float, brain_mask: Optional[np.ndarray]):
+    """Step 2: ``(baseline (start, stop), brain_mask (Z, Y, X) bool, source str)``; the automatic brain
+    mask (:func:`automatic_brain_mask`) when none is given. Raises NeuroContrastError (no bolus, empty mask)."""
+    from neurocontrast.perfusion import signal as signal_mod
+
+    baseline = signal_mod.detect_baseline(signal, tr_s)
+    if brain_mask is not None:
+        return baseline, brain_mask, "given"
+    brain_mask = automatic_brain_mask(signal, baseline)
+    log.info("no brain mask given: automatic mask with %d voxels", int(brain_mask.sum()))
+    return baseline, brain_mask, "automatic (Otsu of the baseline signal, largest component)"
+
+
+def _check_vessel_masks(signal, baseline, brain_mask, aif_mask, vof_mask) -> None:
+    """AIF/VOF masks must lie in the head: near the brain, with a baseline signal above 10 % of the brain's."""
+    start, stop = baseline
+    bbox = _bounding_box(brain_mask)
+    head_level = np.median(signal[start:stop][(slice(None),) + bbox][:, brain_mask[bbox]].mean(axis=0))
+    if aif_mask is not None:
+        if not (aif_mask & _dilate(brain_mask, 3)).any():
+            raise NeuroContrastError(f"the AIF mask ({int(aif_mask.sum())} voxels) lies outside the brain: "
+                                     "no AIF voxel is within 3 voxels of the brain mask")
+        if np.all(signal[start:stop, aif_mask].mean(axis=0) < 0.1 * head_level):
+            raise NeuroContrastError("the AIF mask lies outside the head: its baseline signal is below 10 % "
+                                     "of the brain's")
+    if vof_mask is not None and np.all(signal[start:stop, vof_mask].mean(axis=0) < 0.1 * head_level):
+        raise NeuroContrastError("the VOF mask lies outside the head: its baseline signal is below 10 % "
+                                 "of the brain's")
+
+
+def _bounding_box(mask: np.ndarray) -> Tuple[slice, slice, slice]:
+    """The smallest (z, y, x) slices holding every True voxel of ``mask``."""
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(out)
+
+
+def tissue_delta_r2star(signal: np.ndarray, te_s: float, baseline, brain_mask: np.ndarray, spacing_xyz,
+                        smoothing_fwhm_mm: float, vessels: Optional[np.ndarray] = None):
+    """Step 4: ΔR2* (Cao eq. 1) of the brain's bounding box, float32, from the first baseline frame on.
+
+    Returns ``(delta_r2star (T − start, z, y, x) float32 on the box, box (z, y, x) slices)``. With
+    ``smoothing_fwhm_mm`` > 0 the brain voxels are smoothed in plane (:func:`smooth_in_mask`), except
+    ``vessels`` (AIF/VOF voxels), which are neither smoothed nor smeared into their neighbours.
+    """
+    from neurocontrast.perfusion import signal as signal_mod
+
+    box = _bounding_box(brain_mask)
+    start, stop = int(baseline[0]), int(baseline[1])
+    dr2 = signal_mod.delta_r2star(signal[(slice(start, None),) + box], te_s, (0, stop - start))
+    if smoothing_fwhm_mm:
+        brain = brain_mask[box]
+        vessel_box = vessels[box] if vessels is not None else np.zeros(brain.shape, bool)
+        smoothed = smooth_in_mask(dr2, brain & ~vessel_box, spacing_xyz, smoothing_fwhm_mm)
+        keep = brain & vessel_box
         if keep.any():
             smoothed[:, keep] = dr2[:, keep]
         dr2 = smoothed
-    timings["smoothing_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    report_progress(progress, 0.1, f"{method} maps")
-    map_progress = scaled(progress, 0.1, 0.9)
+    return dr2, box
+
+
+def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs: _Inputs, curves, baseline,
+                        brain_mask: np.ndarray, progress) -> Dict[str, np.ndarray]:
+    """Step 5: the maps of ``entry`` as (Z, Y, X) float32 (0 outside the brain for deconvolution).
+
+    Deconvolution: :func:`tissue_delta_r2star` then ``compute_maps`` with ``options.deconvolve_kwargs()``;
+    TTP counted from the first frame of the series. Network: ``entry.load()(dsc, aif_signal, brain_mask,
+    progress)``, MTT = 60·CBV/CBF when the network gives no MTT. Raises NeuroContrastError when a map has
+    another shape.
+    """
+    from neurocontrast.perfusion import maps as maps_mod
+
+    shape = inputs.signal.shape[1:]
     if entry.kind == "deconvolution":
-        pm = maps_mod.compute_maps(dr2, aif_curve, tr_s, method=entry.target, brain_mask=brain_mask,
-                                   constants=constants, progress=map_progress, **params)
-        maps = {k: np.asarray(v, dtype=np.float32) for k, v in pm.as_dict().items()}
+        vessels = np.zeros(shape, bool)
+        for m in (inputs.aif_mask, inputs.vof_mask):
+            if m is not None:
+                vessels |= m
+        report_progress(progress, 0.0, "ΔR2* and smoothing")
+        dr2, box = tissue_delta_r2star(inputs.signal, inputs.te_s, baseline, brain_mask, dsc.geometry.spacing,
+                                       options.smoothing_fwhm_mm, vessels)
+        report_progress(progress, 0.1, f"{options.method} maps")
+        pm = maps_mod.compute_maps(dr2, curves.aif, inputs.tr_s, method=entry.target, brain_mask=brain_mask[box],
+                                   constants=options.constants, progress=scaled(progress, 0.1, 1.0),
+                                   **options.deconvolve_kwargs())
+        maps = {}
+        for name, values in pm.as_dict().items():
+            full = np.zeros(shape, np.float32)
+            full[box] = values
+            maps[name] = full
         if baseline[0] > 0:  # TTP counts from the first frame of the series, not of the cropped one
-            maps["ttp"] = np.where(brain_mask, maps["ttp"] + baseline[0] * tr_s, 0.0).astype(np.float32)
+            maps["ttp"] = np.where(brain_mask, maps["ttp"] + baseline[0] * inputs.tr_s, 0.0).astype(np.float32)
     else:
         func = entry.load()
         aif_signal = None
-        if aif_mask is not None:
-            aif_signal = signal[:, aif_mask].mean(axis=1).astype(np.float32)
+        if inputs.aif_mask is not None:
+            aif_signal = inputs.signal[:, inputs.aif_mask].mean(axis=1).astype(np.float32)
         maps = {k: np.asarray(v, dtype=np.float32) for k, v in
-                func(dsc, aif_signal=aif_signal, brain_mask=brain_mask, progress=map_progress).items()}
+                func(dsc, aif_signal=aif_signal, brain_mask=brain_mask, progress=progress).items()}
         if "mtt" not in maps and "cbv" in maps and "cbf" in maps:
             with np.errstate(divide="ignore", invalid="ignore"):
                 maps["mtt"] = np.where(maps["cbf"] > 0, 60.0 * maps["cbv"] / maps["cbf"], 0.0).astype(np.float32)
     for name, arr in maps.items():
         if arr.shape != tuple(shape):
-            raise NeuroContrastError(f"method {method} returned map {name} of shape {arr.shape}, expected {shape}")
-    timings["maps_s"] = time.perf_counter() - t0
+            raise NeuroContrastError(f"method {options.method} returned map {name} of shape {arr.shape}, "
+                                     f"expected {shape}")
+    return maps
 
-    # 4. hypoperfusion and mismatch
-    t0 = time.perf_counter()
-    report_progress(progress, 0.92, "hypoperfusion")
-    hyp = None
+
+def hypoperfusion_and_mismatch(maps, geometry, brain_mask, core_mask):
+    """Step 6: ``(HypoperfusionResult or None, mismatch dict or None)`` for Tmax > :data:`THRESHOLDS_S`."""
+    from neurocontrast.perfusion import lesion
+
+    if "tmax" not in maps:
+        return None, None
+    hyp = lesion.hypoperfusion(maps["tmax"], geometry, brain_mask=brain_mask, thresholds=THRESHOLDS_S)
     mism = None
-    if "tmax" in maps:
-        hyp = lesion.hypoperfusion(maps["tmax"], dsc.geometry, brain_mask=brain_mask, thresholds=THRESHOLDS_S)
-        if core_mask is not None:
-            mism = lesion.mismatch(hyp.masks[HYPOPERFUSION_THRESHOLD_S], core_mask, dsc.geometry)
-    timings["hypoperfusion_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - t_start
-    report_progress(progress, 1.0, "done")
+    if core_mask is not None:
+        mism = lesion.mismatch(hyp.masks[HYPOPERFUSION_THRESHOLD_S], core_mask, geometry)
+    return hyp, mism
 
+
+def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options: Optional[PerfusionOptions] = None,
+                  core_mask=None, progress: Optional[ProgressCallback] = None, **overrides) -> PerfusionResult:
+    """Compute perfusion maps, hypoperfusion volumes and a report from a DSC series.
+
+    Parameters
+    ----------
+    dsc : :class:`neurocontrast.dsc_io.DSCSeries` (signal (T, Z, Y, X), tr_s s, te_s s).
+    aif_mask : (Z, Y, X) bool/int, the arterial voxels; required when ``options.aif == "mask"``.
+    vof_mask : (Z, Y, X), venous voxels (superior sagittal sinus); the AIF is rescaled so that its area
+        equals the VOF's (partial-volume correction, Cao et al. eq. 8) unless ``options.vof_rescale`` is off.
+    brain_mask : (Z, Y, X); default an automatic Otsu mask of the baseline signal (:func:`automatic_brain_mask`).
+    options : :class:`~neurocontrast.perfusion.parameters.PerfusionOptions` (method, AIF mode, smoothing,
+        VOF rescaling, SVD/Tikhonov parameters, constants), written whole into the report.
+    core_mask : (Z, Y, X) optional infarct core (e.g. ADC < 620); adds the mismatch summary.
+    progress : callback(fraction, message).
+    **overrides : fields of ``options`` or of its families, e.g. ``method="csvd"``, ``aif="auto"``,
+        ``smoothing_fwhm_mm=0``, ``constants=...``, ``csvd_threshold=0.15``, ``osvd_oi=0.1``, ``lambda_=0.3``
+        (:meth:`PerfusionOptions.updated`; None values are ignored).
+
+    Returns
+    -------
+    :class:`PerfusionResult`.
+
+    Raises
+    ------
+    NeuroContrastError : unknown method, aif mode or parameter; a frame interval outside 0.3–5 s; TE missing
+        or <= 0 for a deconvolution method or the automatic AIF; constant (zero-filled) frames; a series
+        without a bolus; masks of a different shape; an empty AIF or VOF mask; an AIF/VOF mask outside the
+        brain/head; a network method whose module is absent.
+    """
+    options = (options or PerfusionOptions()).updated(**{k: v for k, v in overrides.items() if v is not None})
+    entry = MAP_METHODS[options.method]
+    clock = _Clock()
+    inputs = check_inputs(dsc, aif_mask, vof_mask, brain_mask, core_mask, options)
+    report_progress(progress, 0.0, "baseline")
+    baseline, brain, brain_source = baseline_and_brain(inputs.signal, inputs.tr_s, inputs.brain_mask)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
+    clock.lap("baseline_s")
+    aif_mask = inputs.aif_mask
+    if options.aif == "auto" and entry.needs_aif:
+        aif_mask = _automatic_aif(inputs, baseline, brain, progress)
+        inputs.aif_mask = aif_mask
+    curves = None
+    if inputs.te_s is not None and (aif_mask is not None or inputs.vof_mask is not None):
+        _check_vessel_masks(inputs.signal, baseline, brain, aif_mask, inputs.vof_mask)
+        if aif_mask is not None:
+            curves = vascular_curves(inputs.signal, inputs.tr_s, inputs.te_s, aif_mask, inputs.vof_mask,
+                                     baseline=baseline, vof_rescale=options.vof_rescale)
+            baseline = curves.baseline
+    clock.lap("aif_s")
+    maps = compute_method_maps(entry, options, dsc, inputs, curves, baseline, brain, scaled(progress, 0.08, 0.9))
+    clock.lap("maps_s")
+    report_progress(progress, 0.92, "hypoperfusion")
+    hyp, mism = hypoperfusion_and_mismatch(maps, dsc.geometry, brain, inputs.core_mask)
+    clock.lap("hypoperfusion_s")
+    report_progress(progress, 1.0, "done")
+    rep = build_report(dsc, inputs, options, entry, baseline, brain, brain_source, curves, maps, hyp, mism,
+                       clock.total())
+    start, stop = baseline
+    return PerfusionResult(maps=maps, geometry=dsc.geometry, brain_mask=brain, aif_mask=aif_mask,
+                           vof_mask=inputs.vof_mask, hypoperfusion=hyp,
+                           times_s=np.arange(start, inputs.signal.shape[0]) * inputs.tr_s,
+                           aif=None if curves is None else curves.aif,
+                           aif_raw=None if curves is None else curves.aif_raw,
+                           vof=None if curves is None else curves.vof, report=_json_clean(rep),
+                           core_mask=inputs.core_mask,
+                           baseline_signal=inputs.signal[start:stop].mean(axis=0, dtype=np.float32))
+
+
+def _automatic_aif(inputs: _Inputs, baseline, brain: np.ndarray, progress) -> np.ndarray:
+    """The automatic AIF (Mouridsen 2006 via ``suggest_aif``) on the brain's ΔR2* (unsmoothed)."""
+    from neurocontrast.perfusion import aif as aif_mod
+    from neurocontrast.perfusion import signal as signal_mod
+
+    report_progress(progress, 0.04, "suggesting AIF")
+    box = _bounding_box(brain)
+    start, stop = baseline
+    dr2 = signal_mod.delta_r2star(inputs.signal[(slice(start, None),) + box], inputs.te_s, (0, stop - start))
+    found = np.asarray(aif_mod.suggest_aif(dr2, inputs.tr_s, brain_mask=brain[box]), dtype=bool)
+    if not found.any():
+        raise NeuroContrastError("the automatic AIF suggestion found no arterial voxel; draw an AIF mask")
+    mask = np.zeros(brain.shape, bool)
+    mask[box] = found
+    return mask
+
+
+class _Clock:
+    """Named laps of ``time.perf_counter`` for the report's ``timings_s``."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.laps: Dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
+
+    def total(self) -> Dict[str, float]:
+        return {**self.laps, "total_s": time.perf_counter() - self.start}
+
+
+def build_report(dsc, inputs: _Inputs, options: PerfusionOptions, entry: MapMethod, baseline, brain, brain_source,
+                 curves: Optional[VascularCurves], maps, hyp, mism, timings) -> Dict[str, Any]:
+    """Step 7: the JSON-able report (input, whole options, derived parameters, AIF/VOF quality, volumes,
+    mismatch, map summary, units, timings, warnings)."""
     from neurocontrast import __version__
 
-    rep: Dict[str, Any] = {
+    aif_mask, vof_mask = inputs.aif_mask, inputs.vof_mask
+    return {
         "software": f"neurocontrast {__version__}",
-        "input": {"path": getattr(dsc, "path", None), "shape_tzyx": list(signal.shape),
-                  "geometry": dsc.geometry.describe(), "tr_s": tr_s, "te_s": te_s},
-        "method": method,
+        "input": {"path": getattr(dsc, "path", None), "shape_tzyx": list(inputs.signal.shape),
+                  "geometry": dsc.geometry.describe(), "tr_s": inputs.tr_s, "te_s": inputs.te_s},
+        "method": options.method,
         "method_description": entry.description,
-        "parameters": {"baseline_frames": [int(baseline[0]), int(baseline[1])], "aif": aif,
-                       "brain_mask": brain_source, "brain_voxels": int(brain_mask.sum()),
-                       "brain_volume_ml": float(brain_mask.sum() * dsc.geometry.voxel_volume_ml),
+        "options": options.as_dict(),
+        "parameters": {"baseline_frames": [int(baseline[0]), int(baseline[1])], "aif": options.aif,
+                       "brain_mask": brain_source, "brain_voxels": int(brain.sum()),
+                       "brain_volume_ml": float(brain.sum() * dsc.geometry.voxel_volume_ml),
                        "aif_voxels": int(aif_mask.sum()) if aif_mask is not None else 0,
                        "vof_voxels": int(vof_mask.sum()) if vof_mask is not None else 0,
-                       "vof_rescaling_factor": factor, "smoothing_fwhm_mm": smoothing_fwhm_mm,
-                       "hypoperfusion_thresholds_s": list(THRESHOLDS_S),
-                       **{k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
-                          for k, v in params.items()}},
-        "constants": {"hematocrit_large": constants.hematocrit_large,
-                      "hematocrit_small": constants.hematocrit_small, "density_g_per_ml": constants.density,
-                      "kh_over_rho": constants.kh_over_rho},
-        "aif_quality": aif_q,
-        "vof_quality": vof_q,
+                       "vof_rescaling_factor": None if curves is None else curves.factor,
+                       "vof_area_ratio": None if curves is None else curves.rescale_factor,
+                       "smoothing_fwhm_mm": options.smoothing_fwhm_mm,
+                       "hypoperfusion_thresholds_s": list(THRESHOLDS_S)},
+        "constants": options.constants.as_dict(),
+        "aif_quality": None if curves is None else curves.aif_quality,
+        "vof_quality": None if curves is None else curves.vof_quality,
         "aif_points_zyx": (np.argwhere(aif_mask).tolist() if aif_mask is not None and aif_mask.sum() <= 200 else None),
         "volumes_ml": ({f"tmax_gt_{thr:g}s": float(hyp.volumes_ml[thr]) for thr in THRESHOLDS_S}
                        if hyp is not None else {}),
         "mismatch": mism,
-        "map_summary_in_brain": _map_summary(maps, brain_mask),
-        "units": {"cbf": "mL/100 g/min", "cbv": "mL/100 g", "mtt": "s", "tmax": "s", "ttp": "s from first frame",
-                  "volumes": "mL", "delta_r2star": "1/s"},
+        "map_summary_in_brain": _map_summary(maps, brain),
+        "units": {k: MAP_UNITS[k] for k in (*maps, "volumes", "delta_r2star") if k in MAP_UNITS},
+        "warnings": list(inputs.warnings),
         "timings_s": timings,
     }
-    return PerfusionResult(maps=maps, geometry=dsc.geometry, brain_mask=brain_mask, aif_mask=aif_mask,
-                           vof_mask=vof_mask, hypoperfusion=hyp, times_s=np.arange(baseline[0], signal.shape[0]) * tr_s,
-                           aif=aif_curve, aif_raw=aif_raw, vof=vof_curve, report=_json_clean(rep),
-                           core_mask=core_mask, baseline_signal=s0.astype(np.float32))
 
 
 def smooth_in_mask(values: np.ndarray, mask: np.ndarray, spacing_xyz, fwhm_mm: float) -> np.ndarray:
@@ -440,49 +647,153 @@ def _shift_times(quality: Dict[str, Any], offset_s: float) -> Dict[str, Any]:
     return out
 
 
-def _delta_r2star(signal_mod, signal: np.ndarray, te_s: float, baseline) -> np.ndarray:
-    """ΔR2* of the frames from the first steady-state baseline frame on (non-steady-state frames dropped,
-    so that they enter neither the deconvolution nor the CBV integral). Returns (T − start, Z, Y, X)."""
-    start, stop = int(baseline[0]), int(baseline[1])
-    return signal_mod.delta_r2star(signal[start:], te_s, (0, stop - start))
-
-
 def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
     from scipy import ndimage
 
     return ndimage.binary_dilation(mask, structure=np.ones((1, 3, 3), bool), iterations=iterations)
 
 
+def prepare_output_folder(out_dir: str, overwrite: bool = False) -> None:
+    """Check that ``out_dir`` may receive this run's outputs (it is then replaced whole).
+
+    Allowed: a missing or empty folder; a folder holding a previous NeuroContrast perfusion output (its
+    ``report.json`` names the software), which is replaced with a log line; any other non-empty folder
+    only with ``overwrite``. Raises NeuroContrastError otherwise, or when ``out_dir`` is a file.
+    """
+    out_dir = os.fspath(out_dir)
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise NeuroContrastError(f"output {out_dir} exists and is not a folder")
+    entries = os.listdir(out_dir)
+    if not entries or overwrite:
+        return
+    try:
+        with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as fh:
+            previous = str(json.load(fh).get("software", "")).startswith("neurocontrast")
+    except (OSError, ValueError, AttributeError):
+        previous = False
+    if previous:
+        log.info("output folder %s holds an earlier NeuroContrast run: it is replaced whole", out_dir)
+        return
+    raise NeuroContrastError(f"output folder {out_dir} is not empty ({len(entries)} entries, e.g. {sorted(entries)[0]}) "
+                             "and holds no earlier NeuroContrast run; choose another --out or give --overwrite")
+
+
 def write_outputs(result: PerfusionResult, out_dir: str, *, overview: bool = True,
-                  title: Optional[str] = None) -> Dict[str, str]:
-    """Write a :class:`PerfusionResult` into ``out_dir`` (created). Returns {name: path}.
+                  title: Optional[str] = None, overwrite: bool = False,
+                  extra: Optional[Callable[[str], Dict[str, str]]] = None) -> Dict[str, str]:
+    """Write a :class:`PerfusionResult` into ``out_dir``, which then holds exactly this run's outputs.
 
     Files: ``<map>.nii.gz`` for each map (cbf, cbv, mtt, tmax, ttp, and any extra network map),
-    ``hypoperfusion.nii.gz`` (uint8 Tmax > 6 s), ``report.json``, ``overview.png`` (see
-    :func:`neurocontrast.perfusion.report.overview_figure`). All volumes on the DSC grid.
-    Raises NeuroContrastError if ``out_dir`` exists and is not a folder.
+    ``hypoperfusion.nii.gz`` (uint8 Tmax > 6 s) and ``report.json`` are written into a temporary folder
+    beside ``out_dir`` and swapped in whole; then ``overview.png``
+    (:func:`neurocontrast.perfusion.report.overview_figure`), which a full disk may cost (a warning) but
+    never the maps. ``extra(folder) -> {name: path}`` may add files to the temporary folder before the swap.
+    All volumes on the DSC grid. Returns {name: path}.
+
+    Raises NeuroContrastError: ``out_dir`` refused by :func:`prepare_output_folder`; a write error (full
+    disk, permissions): nothing of this run is left behind and an earlier ``out_dir`` is kept.
     """
+    import shutil
+    import tempfile
+
     from neurocontrast.io import write_volume
 
-    out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NeuroContrastError(f"output {out_dir} exists and is not a folder")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    prepare_output_folder(out_dir, overwrite)
+    parent = os.path.dirname(out_dir)
     t0 = time.perf_counter()
-    paths: Dict[str, str] = {}
-    for name, arr in result.maps.items():
-        paths[name] = write_volume(np.nan_to_num(arr, nan=0.0).astype(np.float32), result.geometry,
-                                   os.path.join(out_dir, f"{name}.nii.gz"))
-    if result.hypoperfusion_mask is not None:
-        paths["hypoperfusion"] = write_volume(result.hypoperfusion_mask.astype(np.uint8), result.geometry,
-                                              os.path.join(out_dir, "hypoperfusion.nii.gz"))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
+    except OSError as exc:
+        raise NeuroContrastError(f"cannot create the output folder {out_dir}: {exc.strerror or exc}") from None
+    names: Dict[str, str] = {}
+    try:
+        for name, arr in result.maps.items():
+            names[name] = os.path.basename(write_volume(np.nan_to_num(arr, nan=0.0).astype(np.float32),
+                                                        result.geometry, os.path.join(tmp, f"{name}.nii.gz")))
+        if result.hypoperfusion_mask is not None:
+            names["hypoperfusion"] = os.path.basename(write_volume(
+                result.hypoperfusion_mask.astype(np.uint8), result.geometry, os.path.join(tmp, "hypoperfusion.nii.gz")))
+        if extra is not None:
+            names.update({k: os.path.relpath(v, tmp) for k, v in extra(tmp).items()})
+        result.report.setdefault("timings_s", {})["write_s"] = time.perf_counter() - t0
+        result.report["outputs"] = dict(names, report="report.json")
+        _write_json(result.report, os.path.join(tmp, "report.json"))
+        _swap_in(tmp, out_dir)
+    except (OSError, RuntimeError) as exc:  # SimpleITK reports a failed write as RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        raise NeuroContrastError(f"cannot write the outputs into {out_dir}: {reason}; nothing of this run "
+                                 "was kept") from None
+    paths = {k: os.path.join(out_dir, v) for k, v in names.items()}
+    paths["report"] = os.path.join(out_dir, "report.json")
     if overview:
         from neurocontrast.perfusion.report import overview_figure
 
-        paths["overview"] = overview_figure(result, os.path.join(out_dir, "overview.png"), title=title)
-    result.report.setdefault("timings_s", {})["write_s"] = time.perf_counter() - t0
-    result.report["outputs"] = {k: os.path.basename(v) for k, v in paths.items()}
-    paths["report"] = os.path.join(out_dir, "report.json")
-    with open(paths["report"], "w", encoding="utf-8") as fh:
-        json.dump(_json_clean(result.report), fh, indent=2)
+        try:
+            paths["overview"] = overview_figure(result, os.path.join(out_dir, "overview.png"), title=title)
+        except OSError as exc:
+            log.warning("overview.png not written (%s); the maps and report.json are complete", exc.strerror or exc)
+        else:
+            result.report["outputs"]["overview"] = "overview.png"
+            _write_json(result.report, paths["report"])
     return paths
+
+
+def _write_json(report: Dict[str, Any], path: str) -> None:
+    """Write ``report`` as JSON through a temporary file and an atomic rename (never a half file)."""
+    part = path + ".part"
+    with open(part, "w", encoding="utf-8") as fh:
+        json.dump(_json_clean(report), fh, indent=2)
+    os.replace(part, path)
+
+
+def _swap_in(tmp: str, out_dir: str) -> None:
+    """Replace ``out_dir`` (if any) by the folder ``tmp`` with renames on the same file system."""
+    import shutil
+
+    if os.path.isdir(out_dir):
+        old = tmp + ".old"
+        os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out_dir)
+
+
+def perfusion_from_files(dsc_path: str, out_dir: str, *, aif_mask: Optional[str] = None,
+                         vof_mask: Optional[str] = None, brain_mask: Optional[str] = None,
+                         core_mask: Optional[str] = None, tr_s: Optional[float] = None, te_s: Optional[float] = None,
+                         options: Optional[PerfusionOptions] = None, overwrite: bool = False,
+                         progress: Optional[ProgressCallback] = None):
+    """The command line's one call: read the series and masks, :func:`run_perfusion`, :func:`write_outputs`.
+
+    Paths: ``dsc_path`` (NIfTI, NRRD/MHA, ``.seq.nrrd``, DICOM folder; :func:`neurocontrast.dsc_io.read_dsc`
+    with ``tr_s``/``te_s`` in s) and masks on its grid. Returns ``(PerfusionResult, {name: path})``.
+    The output folder is checked before the work starts (:func:`prepare_output_folder`).
+    Raises NeuroContrastError on any bad input (message from the step that refused it).
+    """
+    from neurocontrast.dsc_io import read_dsc
+    from neurocontrast.io import read_mask
+
+    options = options or PerfusionOptions()
+    prepare_output_folder(out_dir, overwrite)
+    t0 = time.perf_counter()
+    report_progress(progress, 0.0, "reading")
+    dsc = read_dsc(dsc_path, tr_s=tr_s, te_s=te_s)
+    reference = f"the DSC series ({os.path.basename(os.fspath(dsc_path).rstrip(os.sep))})"
+    masks = {name: (None if not path else read_mask(path, dsc.geometry, name=label, reference_name=reference))
+             for name, path, label in (("aif", aif_mask, "AIF mask"), ("vof", vof_mask, "VOF mask"),
+                                       ("brain", brain_mask, "brain mask"), ("core", core_mask, "core mask"))}
+    read_s = time.perf_counter() - t0
+    result = run_perfusion(dsc, masks["aif"], masks["vof"], masks["brain"], options=options, core_mask=masks["core"],
+                           progress=scaled(progress, 0.1, 0.95))
+    result.report["timings_s"]["read_s"] = read_s
+    report_progress(progress, 0.95, "writing")
+    paths = write_outputs(result, out_dir, overwrite=overwrite,
+                          title=f"Perfusion: {os.path.basename(os.fspath(dsc_path).rstrip(os.sep))}")
+    report_progress(progress, 1.0, "done")
+    return result, paths
