@@ -27,14 +27,10 @@ from neurocontrast.errors import NeuroContrastError
 from neurocontrast.progress import ProgressCallback, report, scaled
 from NeuroContrastLib import mrml
 
-CLASSIC_METHODS = ("osvd", "csvd", "ssvd", "tikhonov")
 METHOD_LABELS = {"osvd": "oSVD (block-circulant, oscillation index)", "csvd": "cSVD (block-circulant)",
                  "ssvd": "sSVD (standard)", "tikhonov": "Tikhonov", "stnet": "ST-Net (deep)",
                  "tmaxnet": "AIF-free Tmax network (deep)"}
 AIF_MODES = ("mask", "auto")
-HYPOPERFUSION_THRESHOLD_S = 6.0
-MAP_UNITS = {"cbf": "mL/100 g/min", "cbv": "mL/100 g", "mtt": "s", "tmax": "s", "ttp": "s",
-             "tmax_uncertainty": "s"}
 #: colour nodes, first one present in the scene wins (file-based tables exist only in the Slicer application)
 MAP_COLORS = {
     "cbf": ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"),
@@ -47,6 +43,21 @@ MAP_COLORS = {
 #: fixed display ranges (min, max) in the map's unit; other maps use the 1st–99th percentile inside the brain
 FIXED_RANGES = {"tmax": (0.0, 10.0)}
 MAP_ATTRIBUTE = "NeuroContrast.PerfusionMap"
+#: Names defined once in the core, read from there on first use (the core imports scipy: lazily, after the
+#: dependency check): the deconvolution methods, the clinical Tmax threshold and the map units.
+_CORE_NAMES = {"CLASSIC_METHODS": ("neurocontrast.perfusion.pipeline", "deconvolution_methods"),
+               "HYPOPERFUSION_THRESHOLD_S": ("neurocontrast.perfusion.pipeline", "HYPOPERFUSION_THRESHOLD_S"),
+               "MAP_UNITS": ("neurocontrast.perfusion.maps", "MAP_UNITS")}
+
+
+def __getattr__(name):  # PEP 562
+    if name in _CORE_NAMES:
+        import importlib
+
+        module, attribute = _CORE_NAMES[name]
+        value = getattr(importlib.import_module(module), attribute)
+        return value() if callable(value) else value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass
@@ -71,7 +82,7 @@ class PerfusionNetParameters:
     aif_mode: str = "mask"
     method: str = "osvd"
     osvd_oi: float = 0.095
-    svd_threshold: float = 0.2
+    svd_threshold: float = 0.0
     tikhonov_lambda: float = 0.0
     tr_s: float = 0.0
     te_s: float = 0.0
@@ -92,22 +103,24 @@ class PerfusionNetParameters:
             out.append(f"method '{self.method}' is not available ({', '.join(available_methods())})")
         if self.tr_s < 0 or self.te_s < 0:
             out.append("TR and TE must be >= 0 s (0 = from the data)")
-        if self.osvd_oi <= 0 or not 0 < self.svd_threshold < 1 or self.tikhonov_lambda < 0:
-            out.append("method parameters out of range (OI > 0, 0 < threshold < 1, λ >= 0)")
+        if self.osvd_oi <= 0 or not 0 <= self.svd_threshold < 1 or self.tikhonov_lambda < 0:
+            out.append("method parameters out of range (OI > 0, 0 <= threshold < 1, λ >= 0)")
         return out
 
     def is_valid(self, scene=None) -> bool:
         return not self.problems(scene)
 
-    def method_params(self) -> Dict[str, Any]:
-        """Keyword arguments for the chosen deconvolution method (``deconvolution.deconvolve``)."""
-        if self.method == "osvd":
-            return {"osvd_oi": float(self.osvd_oi)}
-        if self.method in ("ssvd", "csvd"):
-            return {"ssvd_threshold": float(self.svd_threshold)}
-        if self.method == "tikhonov":
-            return {"lambda_": float(self.tikhonov_lambda) if self.tikhonov_lambda > 0 else "lcurve"}
-        return {}
+    def options(self):
+        """The core's :class:`~neurocontrast.perfusion.parameters.PerfusionOptions` for these fields: the
+        panel's one SVD threshold goes to the chosen method's own field (sSVD or cSVD), λ = 0 means the
+        L-curve. Raises NeuroContrastError on values the parameter objects refuse."""
+        from neurocontrast.perfusion.parameters import PerfusionOptions, SVDParams, TikhonovParams
+
+        svd = SVDParams(osvd_oi=float(self.osvd_oi))
+        if self.svd_threshold > 0:
+            svd = svd.with_threshold(self.method, float(self.svd_threshold))
+        tikhonov = TikhonovParams(float(self.tikhonov_lambda) if self.tikhonov_lambda > 0 else None)
+        return PerfusionOptions(method=self.method, aif=self.aif_mode, svd=svd, tikhonov=tikhonov)
 
     def write(self, parameter_node) -> None:
         """Store in a ``vtkMRMLScriptedModuleNode`` (strings)."""
@@ -131,12 +144,10 @@ class PerfusionNetParameters:
 
 
 def available_methods() -> Tuple[str, ...]:
-    """Classic methods plus the deep ones registered in ``pipeline.MAP_METHODS`` (when the pipeline imports)."""
-    try:
-        from neurocontrast.perfusion.pipeline import MAP_METHODS
-    except ImportError:
-        return CLASSIC_METHODS
-    return CLASSIC_METHODS + tuple(m for m in MAP_METHODS if m not in CLASSIC_METHODS)
+    """The methods registered in ``pipeline.MAP_METHODS``: deconvolution first, then the networks."""
+    from neurocontrast.perfusion.pipeline import deconvolution_methods, network_methods
+
+    return deconvolution_methods() + network_methods()
 
 
 def method_needs_aif(method: str) -> bool:
@@ -151,8 +162,8 @@ def method_needs_aif(method: str) -> bool:
 
 @dataclasses.dataclass
 class Curves:
-    """AIF/VOF curves: ``times_s`` (T,), ``aif``/``vof`` (T,) ΔR2* in 1/s (or −ln(S/S0) when TE is unknown:
-    ``unit`` says which), their quality figures (``aif.aif_quality``), voxel counts, and after a run the AIF
+    """AIF/VOF curves: ``times_s`` (T′,) s from the first frame of the series (from the first steady-state
+    baseline frame on, as the pipeline uses them), ``aif``/``vof`` (T′,) ΔR2* in 1/s (``unit``), their quality figures (``aif.aif_quality``), voxel counts, and after a run the AIF
     before VOF rescaling (``aif_raw``; None when equal or unknown)."""
 
     times_s: np.ndarray
@@ -237,38 +248,29 @@ class PerfusionNetLogic:
 
     # ----------------------------------------------------------------------------------------- curves
     def compute_curves(self, params: PerfusionNetParameters) -> Curves:
-        """Mean ΔR2*(t) in the AIF and VOF voxels and their quality figures.
-
-        The baseline frames come from the whole series (``signal.detect_baseline``); ΔR2* = −ln(S/S0)/TE
-        (Cao et al. eq. 1). Without TE the curves are −ln(S/S0) (unit "a.u."). Raises NeuroContrastError if
-        neither AIF nor VOF is selected.
+        """Mean ΔR2*(t) in the AIF and VOF voxels and their quality figures, computed by the pipeline's own
+        :func:`~neurocontrast.perfusion.pipeline.vascular_curves` (the same baseline, frames and units as
+        a run; the AIF shown as measured, before VOF rescaling). Raises NeuroContrastError if neither AIF nor
+        VOF is selected, or TE is unknown (ΔR2* needs it; the maps do not depend on its value).
         """
-        from neurocontrast.perfusion import aif as aif_module
-        from neurocontrast.perfusion import signal as signal_module
+        from neurocontrast.perfusion.pipeline import vascular_curves
 
         dsc, reference = self.load_dsc(params)
         aif_mask = self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
         vof_mask = self._mask(params.vof_node_id, params.vof_segment, reference, "VOF")
         if aif_mask is None and vof_mask is None:
             raise NeuroContrastError("select AIF and/or VOF points or segments to show their curves")
-        baseline = signal_module.detect_baseline(dsc.signal, dsc.tr_s)
-        te = dsc.te_s if dsc.te_s else 1.0
-        unit = "1/s" if dsc.te_s else "a.u."
+        if not dsc.te_s:
+            raise NeuroContrastError("TE is unknown for this series: enter TE (s) to show the ΔR2* curves "
+                                     "(the maps do not depend on its value; the curves' scale in 1/s does)")
+        found = vascular_curves(dsc.signal, dsc.tr_s, dsc.te_s, aif_mask, vof_mask, vof_rescale=False)
 
-        def curve(mask):
-            if mask is None:
-                return None, {}
-            values = dsc.signal[:, mask]  # (T, N)
-            delta = np.asarray(signal_module.delta_r2star(values, te, baseline=baseline), dtype=np.float64)
-            mean = delta.mean(axis=1)
-            return mean, {k: float(v) for k, v in aif_module.aif_quality(mean, dsc.tr_s).items()
-                          if np.isscalar(v) and not isinstance(v, str)}
+        def q(value):
+            return {k: float(v) for k, v in (value or {}).items() if np.isscalar(v) and not isinstance(v, str)}
 
-        aif, aif_q = curve(aif_mask)
-        vof, vof_q = curve(vof_mask)
-        times = np.arange(dsc.signal.shape[0]) * dsc.tr_s
-        return Curves(times, aif, vof, aif_q, vof_q, int(aif_mask.sum()) if aif_mask is not None else 0,
-                      int(vof_mask.sum()) if vof_mask is not None else 0, unit)
+        return Curves(found.times_s, found.aif_raw, found.vof, q(found.aif_quality), q(found.vof_quality),
+                      int(aif_mask.sum()) if aif_mask is not None else 0,
+                      int(vof_mask.sum()) if vof_mask is not None else 0, found.unit)
 
     def show_curves(self, curves: Curves, name: str = "PerfusionNet curves"):
         """Write curves into a table node and a plot chart (AIF red, VOF blue) and the quality figures into a
@@ -371,8 +373,7 @@ class PerfusionNetLogic:
         report(progress, 0.05, f"computing maps ({params.method})")
         result = run_perfusion(dsc, aif_mask=masks["aif"] if params.aif_mode == "mask" else None,
                                vof_mask=masks["vof"], brain_mask=masks["brain"], core_mask=masks["core"],
-                               aif=params.aif_mode,
-                               method=params.method, progress=scaled(progress, 0.05, 0.9), **params.method_params())
+                               options=params.options(), progress=scaled(progress, 0.05, 0.9))
         report(progress, 0.9, "adding the maps to the scene")
         prefix = params.output_prefix or self._node(params.dsc_node_id, "DSC series").GetName()
         brain = masks["brain"]
@@ -395,6 +396,8 @@ class PerfusionNetLogic:
         node = _find(scene, "vtkMRMLScalarVolumeNode", name)
         node = mrml.volume_node_from_array(values, geometry, name, scene, node=node)
         node.SetAttribute(MAP_ATTRIBUTE, map_name)
+        from neurocontrast.perfusion.maps import MAP_UNITS
+
         node.SetAttribute("NeuroContrast.Unit", MAP_UNITS.get(map_name, ""))
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
@@ -413,6 +416,8 @@ class PerfusionNetLogic:
         if hyp is None:
             return None, None
         masks = dict(hyp.masks)
+        from neurocontrast.perfusion.pipeline import HYPOPERFUSION_THRESHOLD_S
+
         key = _threshold_key(masks, HYPOPERFUSION_THRESHOLD_S)
         seg_name = f"{prefix} Tmax>6s"
         mrml.remove_node(_find(scene, "vtkMRMLSegmentationNode", seg_name), scene)  # with its display node

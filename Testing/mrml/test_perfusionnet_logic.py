@@ -42,9 +42,15 @@ def test_parameters_round_trip_through_the_parameter_node(mrml_scene):
                                     tikhonov_lambda=0.3, tr_s=1.2, aif_mode="auto", output_prefix="pt 7")
     params.write(node)
     assert PerfusionNetParameters.read(node) == params
-    assert params.method_params() == {"lambda_": 0.3}
-    assert PerfusionNetParameters(method="tikhonov").method_params() == {"lambda_": "lcurve"}
-    assert PerfusionNetParameters(method="osvd", osvd_oi=0.1).method_params() == {"osvd_oi": 0.1}
+    assert params.options().tikhonov.lambda_ == 0.3 and params.options().aif == "auto"
+    assert PerfusionNetParameters(method="tikhonov").options().deconvolve_kwargs() == {"lambda_": "lcurve"}
+    assert PerfusionNetParameters(method="osvd", osvd_oi=0.1).options().svd.osvd_oi == 0.1
+    # the panel's one SVD threshold reaches the chosen method's own field (the core reads csvd_threshold)
+    csvd = PerfusionNetParameters(method="csvd", svd_threshold=0.3).options()
+    assert csvd.svd.csvd_threshold == 0.3 and csvd.deconvolve_kwargs()["csvd_threshold"] == 0.3
+    assert PerfusionNetParameters(method="ssvd", svd_threshold=0.3).options().svd.ssvd_threshold == 0.3
+    default = PerfusionNetParameters(method="csvd").options().svd                 # 0 = the method's default
+    assert (default.csvd_threshold, default.ssvd_threshold) == (0.1, 0.2)
 
 
 def test_parameter_problems(mrml_scene, loaded):
@@ -150,20 +156,24 @@ def test_bad_inputs_give_clear_errors(mrml_scene, loaded, phantom):
 
 def test_curves_table_plot_and_quality(mrml_scene, loaded, phantom):
     from neurocontrast.perfusion import aif as aif_mod
-    from neurocontrast.perfusion import signal as signal_mod
+
+    from neurocontrast.perfusion.pipeline import run_perfusion
 
     nodes, params = loaded
     curves, chart = PerfusionNetLogic(mrml_scene).update_curves(params)
-    baseline = signal_mod.detect_baseline(phantom.signal, phantom.tr_s)
-    delta = signal_mod.delta_r2star(phantom.signal, phantom.te_s, baseline)
-    np.testing.assert_allclose(curves.aif, aif_mod.curve_from_mask(delta, phantom.aif_mask), rtol=1e-4, atol=1e-3)
+    # the curves shown are the curves a run uses: same frames, baseline and values
+    run = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask)
+    np.testing.assert_allclose(curves.aif, run.aif_raw, rtol=1e-6)
+    np.testing.assert_allclose(curves.vof, run.vof, rtol=1e-6)
+    np.testing.assert_allclose(curves.times_s, run.times_s)
+    assert curves.aif_quality["peak"] == pytest.approx(run.report["aif_quality"]["peak"])
     assert curves.unit == "1/s" and curves.aif_voxels == int(phantom.aif_mask.sum())
     assert curves.aif_quality["peak"] == pytest.approx(aif_mod.aif_quality(curves.aif, phantom.tr_s)["peak"])
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     series = [chart.GetNthPlotSeriesNode(i) for i in range(2)]
     assert sorted(s.GetYColumnName() for s in series) == ["AIF", "VOF"]
     table = series[0].GetTableNode()
-    assert mrml.table_column(table, "Time (s)")[1] == pytest.approx(phantom.tr_s)
+    assert mrml.table_column(table, "Time (s)")[1] - mrml.table_column(table, "Time (s)")[0] == pytest.approx(phantom.tr_s)
     quality = slicer.mrmlScene.GetFirstNodeByName("PerfusionNet curves quality")
     assert "peak" in mrml.table_column(quality, "Figure")
     # a second update reuses the nodes

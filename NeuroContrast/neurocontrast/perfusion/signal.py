@@ -94,6 +94,9 @@ def _bolus_frames(rising: np.ndarray, tr_s: Optional[float]) -> _BolusFrames:
     """
     x = np.asarray(rising, dtype=np.float64)
     n = x.size
+    if np.ptp(x) <= 1e-9 * max(1.0, float(np.abs(x).max())):
+        raise NeuroContrastError("the signal does not change over time: there is no contrast bolus in the "
+                                 "series (a constant series, or the wrong file)")
     smooth = np.convolve(np.pad(x, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")
     peak = int(np.argmax(smooth[: n - 1]))
     if peak < 2:
@@ -162,8 +165,8 @@ def detect_baseline(signal: np.ndarray, tr_s: Optional[float] = None) -> Tuple[i
 
     Raises
     ------
-    NeuroContrastError : fewer than 10 frames, NaN/inf values, tr_s <= 0, or fewer than 2 baseline frames
-        before the bolus.
+    NeuroContrastError : fewer than 10 frames, NaN/inf values, tr_s <= 0, a curve constant over time (no
+        bolus), or fewer than 2 baseline frames before the bolus.
 
     Source: baseline of the indicator-dilution analysis (Østergaard et al., MRM 36:715, 1996); the
     non-steady-state frames are the approach to the longitudinal steady state of a T1-saturated EPI train.
