@@ -8,7 +8,9 @@ arterial ΔR2* curves (1/s)::
     CBF  = max_t k(t) · kH/ρ · 100 · 60               [mL/100 g/min]
     CBV  = ∫C_t dt / ∫C_a dt · kH/ρ · 100             [mL/100 g]   (trapezoid over the whole series)
     MTT  = CBV / CBF · 60                             [s]          (central volume theorem)
-    Tmax = argmax_t k(t) · Δt                         [s]          (circulant index i >= T → (i − 2T)·Δt)
+    Tmax = argmax_t k(t) · Δt                         [s]          (circulant index i >= T → (i − 2T)·Δt),
+           located between frames (parabola through the peak) and corrected for the regularisation lag
+           (:func:`~neurocontrast.perfusion.deconvolution.tmax_calibration`)
     TTP  = argmax_t C_t(t) · Δt                       [s from the first frame of the series]
 
 The hematocrit factor corrects for the difference between large-vessel (AIF) and capillary hematocrit:
@@ -26,11 +28,15 @@ from typing import Dict, Optional
 import numpy as np
 
 from neurocontrast.errors import GeometryError, NeuroContrastError
-from neurocontrast.perfusion.deconvolution import METHODS, deconvolve, residue_delay_s
+from neurocontrast.perfusion.deconvolution import (CSVD_THRESHOLD, METHODS, OSVD_OI, SSVD_THRESHOLD, correct_tmax,
+                                                   deconvolve, osvd, residue_delay_s, residue_peak_s,
+                                                   tikhonov_gcv_lambda, tmax_calibration)
 from neurocontrast.perfusion.signal import check_tr, spatial_mask
 from neurocontrast.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
+
+SSVD_OR_CSVD_DEFAULT = {"ssvd": SSVD_THRESHOLD, "csvd": CSVD_THRESHOLD}
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
 #: Unit of every map the pipeline can produce (networks may add ``tmax_uncertainty``), and of the volumes
@@ -77,7 +83,8 @@ class PerfusionConstants:
 class PerfusionMaps:
     """Perfusion maps, each (Z, Y, X) float32; 0 outside the brain mask.
 
-    cbf mL/100 g/min, cbv mL/100 g, mtt s, tmax s, ttp s (from the series start).
+    cbf mL/100 g/min, cbv mL/100 g, mtt s, tmax s, ttp s (from the series start). ``details``: how they
+    were computed (e.g. the Tikhonov λ chosen by GCV, the Tmax rule), for the report.
     """
 
     cbf: np.ndarray
@@ -85,6 +92,7 @@ class PerfusionMaps:
     mtt: np.ndarray
     tmax: np.ndarray
     ttp: np.ndarray
+    details: Dict[str, object] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> Dict[str, np.ndarray]:
         """``{"cbf": ..., "cbv": ..., "mtt": ..., "tmax": ..., "ttp": ...}``."""
@@ -94,7 +102,7 @@ class PerfusionMaps:
 def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, method: str = "osvd",
                  brain_mask: Optional[np.ndarray] = None, constants: Optional[PerfusionConstants] = None,
                  progress: Optional[ProgressCallback] = None, chunk_size: int = 32768,
-                 **method_params) -> PerfusionMaps:
+                 tmax_correction: bool = True, **method_params) -> PerfusionMaps:
     """CBF, CBV, MTT, Tmax and TTP maps by deconvolution (formulas in the module docstring).
 
     Parameters
@@ -108,12 +116,19 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
     constants : :class:`PerfusionConstants` (defaults 0.45, 0.25, 1.04).
     progress : callback(fraction, message).
     chunk_size : voxels deconvolved per block (bounds the memory to ~ chunk_size·2T·4 bytes per array).
+    tmax_correction : True (default): Tmax is the residue peak located between frames
+        (:func:`~neurocontrast.perfusion.deconvolution.residue_peak_s`) minus the lag that the method's
+        regularisation puts on the peak for this AIF (:func:`~neurocontrast.perfusion.deconvolution.
+        tmax_calibration`; per chosen threshold for oSVD). False: the frame of the maximum × Δt (Wu 2003;
+        one to two frames late, docs/perfusion.md).
     **method_params : passed to :func:`~neurocontrast.perfusion.deconvolution.deconvolve`
         (osvd_oi, osvd_thresholds, ssvd_threshold, csvd_threshold, lambda_).
 
     Returns
     -------
-    :class:`PerfusionMaps`, each (Z, Y, X) float32. MTT is 0 where CBF <= 0.
+    :class:`PerfusionMaps`, each (Z, Y, X) float32. MTT is 0 where CBF <= 0. Its ``details`` hold the
+    Tikhonov λ chosen by generalised cross-validation over all brain voxels (``tikhonov_lambda``) and
+    the Tmax rule (``tmax``).
 
     Raises
     ------
@@ -146,17 +161,57 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
     cbv = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
     ttp = np.zeros(n, np.float32)
+    method = str(method).lower()
+    params = dict(method_params)
+    details: Dict[str, object] = {"tmax": "residue peak, sub-frame, lag-corrected" if tmax_correction
+                                  else "frame of the residue maximum"}
+    if method == "tikhonov":
+        lam = params.get("lambda_")
+        if lam is None or (isinstance(lam, str) and lam.lower() == "gcv"):
+            report(progress, 0.0, "Tikhonov: λ by generalised cross-validation over the brain")
+            tissue_all = flat[:, index].astype(np.float32)
+            if not np.all(np.isfinite(tissue_all)):
+                raise NeuroContrastError("delta_r2star contains NaN or infinite values inside the brain mask")
+            lam = tikhonov_gcv_lambda(tissue_all, aif, tr_s)
+            del tissue_all
+            log.info("Tikhonov λ = %.4g × largest singular value (GCV over %d voxels)", lam, n)
+        params["lambda_"] = float(lam)
+        details["tikhonov_lambda"] = float(lam)
+    tables: Dict[tuple, tuple] = {}
+
+    def _lag_corrected(k: np.ndarray, chosen: Optional[np.ndarray]) -> np.ndarray:
+        peak = residue_peak_s(k, t, tr_s)
+        if method == "osvd":
+            groups = [(("csvd", float(c)), chosen == c) for c in np.unique(chosen)]
+        elif method == "tikhonov":
+            groups = [(("tikhonov", params["lambda_"]), slice(None))]
+        else:
+            cut = params.get(f"{method}_threshold", SSVD_OR_CSVD_DEFAULT[method])
+            groups = [((method, float(cut)), slice(None))]
+        out = np.empty_like(peak)
+        for key, sel in groups:
+            if key not in tables:
+                tables[key] = tmax_calibration(aif, tr_s, key[0], key[1])
+            out[sel] = correct_tmax(peak[sel], tables[key])
+        return out
+
     report(progress, 0.0, f"{method} deconvolution of {n} voxels")
     for c0 in range(0, n, chunk_size):
         sl = slice(c0, min(n, c0 + chunk_size))
         tissue = flat[:, index[sl]].astype(np.float32)
         if not np.all(np.isfinite(tissue)):
             raise NeuroContrastError("delta_r2star contains NaN or infinite values inside the brain mask")
-        k = deconvolve(tissue, aif, tr_s, method, **method_params)
+        chosen = None
+        if method == "osvd":
+            k, chosen = osvd(tissue, aif, tr_s, oi=params.get("osvd_oi", OSVD_OI),
+                             thresholds=params.get("osvd_thresholds"), chunk_size=params.get("chunk_size", 2048))
+        else:
+            k = deconvolve(tissue, aif, tr_s, method, **params)
         length = k.shape[0]
         imax = np.argmax(k, axis=0)
         cbf[sl] = k[imax, np.arange(k.shape[1])] * (scale * 6000.0)
-        tmax[sl] = residue_delay_s(imax, t, length, tr_s)
+        tmax[sl] = (_lag_corrected(k, chosen) if tmax_correction
+                    else residue_delay_s(imax, t, length, tr_s))
         cbv[sl] = np.trapezoid(tissue, dx=tr_s, axis=0) / aif_area * (scale * 100.0)
         ttp[sl] = np.argmax(tissue, axis=0) * tr_s
         report(progress, sl.stop / n, f"{method}: {sl.stop}/{n} voxels")
@@ -169,7 +224,7 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         return vol.reshape(spatial)
 
     return PerfusionMaps(cbf=_to_volume(cbf), cbv=_to_volume(cbv), mtt=_to_volume(mtt),
-                         tmax=_to_volume(tmax), ttp=_to_volume(ttp))
+                         tmax=_to_volume(tmax), ttp=_to_volume(ttp), details=details)
 
 
 def relative_to_reference(values: np.ndarray, reference_mask: np.ndarray) -> np.ndarray:
