@@ -28,9 +28,10 @@ from typing import Dict, Optional
 import numpy as np
 
 from neurocontrast.errors import GeometryError, NeuroContrastError
-from neurocontrast.perfusion.deconvolution import (CSVD_THRESHOLD, METHODS, OSVD_OI, SSVD_THRESHOLD, correct_tmax,
-                                                   deconvolve, osvd, residue_delay_s, residue_peak_s,
-                                                   tikhonov_gcv_lambda, tmax_calibration)
+from neurocontrast.perfusion.deconvolution import (CSVD_THRESHOLD, METHODS, OSVD_OI, SSVD_THRESHOLD,
+                                                   TMAX_REFERENCE_MTTS_S, deconvolve, lag_corrected_tmax, osvd,
+                                                   residue_delay_s, residue_peak_s, tikhonov_gcv_lambda,
+                                                   tmax_calibration)
 from neurocontrast.perfusion.signal import check_tr, spatial_mask
 from neurocontrast.progress import ProgressCallback, report
 
@@ -179,7 +180,7 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         details["tikhonov_lambda"] = float(lam)
     tables: Dict[tuple, tuple] = {}
 
-    def _lag_corrected(k: np.ndarray, chosen: Optional[np.ndarray]) -> np.ndarray:
+    def _lag_corrected(k: np.ndarray, chosen: Optional[np.ndarray], mtt_est: np.ndarray) -> np.ndarray:
         peak = residue_peak_s(k, t, tr_s)
         if method == "osvd":
             groups = [(("csvd", float(c)), chosen == c) for c in np.unique(chosen)]
@@ -191,8 +192,8 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         out = np.empty_like(peak)
         for key, sel in groups:
             if key not in tables:
-                tables[key] = tmax_calibration(aif, tr_s, key[0], key[1])
-            out[sel] = correct_tmax(peak[sel], tables[key])
+                tables[key] = [tmax_calibration(aif, tr_s, key[0], key[1], mtt_s=m) for m in TMAX_REFERENCE_MTTS_S]
+            out[sel] = lag_corrected_tmax(peak[sel], mtt_est[sel], tables[key])
         return out
 
     report(progress, 0.0, f"{method} deconvolution of {n} voxels")
@@ -209,10 +210,16 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
             k = deconvolve(tissue, aif, tr_s, method, **params)
         length = k.shape[0]
         imax = np.argmax(k, axis=0)
-        cbf[sl] = k[imax, np.arange(k.shape[1])] * (scale * 6000.0)
-        tmax[sl] = (_lag_corrected(k, chosen) if tmax_correction
-                    else residue_delay_s(imax, t, length, tr_s))
-        cbv[sl] = np.trapezoid(tissue, dx=tr_s, axis=0) / aif_area * (scale * 100.0)
+        kmax = k[imax, np.arange(k.shape[1])]
+        area = np.trapezoid(tissue, dx=tr_s, axis=0)
+        cbf[sl] = kmax * (scale * 6000.0)
+        cbv[sl] = area / aif_area * (scale * 100.0)
+        if tmax_correction:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mtt_est = area / aif_area / kmax                       # s; non-finite → shortest table
+            tmax[sl] = _lag_corrected(k, chosen, mtt_est)
+        else:
+            tmax[sl] = residue_delay_s(imax, t, length, tr_s)
         ttp[sl] = np.argmax(tissue, axis=0) * tr_s
         report(progress, sl.stop / n, f"{method}: {sl.stop}/{n} voxels")
     with np.errstate(divide="ignore", invalid="ignore"):
