@@ -110,8 +110,8 @@ class TikhonovParams:
     """
 
     lambda_: Optional[float] = dataclasses.field(default=None, metadata=_option(
-        "--tikhonov-lambda", "Tikhonov λ relative to the largest singular value (default: one λ for the "
-        "series by generalised cross-validation)", "L"))
+        "--tikhonov-lambda", "Tikhonov λ relative to the largest singular value; unset: one λ for the "
+        "series by generalised cross-validation", "L"))
 
     def __post_init__(self):
         if self.lambda_ is not None:
