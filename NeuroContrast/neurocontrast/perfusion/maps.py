@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -251,3 +251,92 @@ def relative_to_reference(values: np.ndarray, reference_mask: np.ndarray) -> np.
     if not (np.isfinite(med) and med > 0):
         raise NeuroContrastError(f"the median of the map in the reference region is {med:g}; it must be > 0")
     return (values / np.float32(med)).astype(np.float32)
+
+
+#: Relative maps written by the pipeline: name → the absolute map normalised.
+RELATIVE_MAPS = {"rcbf": "cbf", "rcbv": "cbv", "rmtt": "mtt"}
+
+
+def contralateral_white_matter(maps: Dict[str, np.ndarray], brain_mask: np.ndarray, geometry, *,
+                               hypoperfused_mask: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None,
+                               baseline_signal: Optional[np.ndarray] = None, depth_mm: float = 10.0, normal_tmax_s: float = 4.0) -> Tuple[np.ndarray, Dict[str, object]]:
+    """Contralateral normal-appearing white matter (NAWM), the usual reference of rCBF/rCBV/rMTT.
+
+    1. side: the hemisphere (patient left/right of the brain's centroid, from the grid's direction cosines,
+       DICOM LPS) holding less of ``hypoperfused_mask``; without hypoperfusion both hemispheres;
+    2. white-matter-like: at least ``depth_mm`` inside the brain's edge (in-plane distance per slice, DSC
+       slices being thick), and in the lower half of those deep voxels by the pre-bolus signal S0
+       (``baseline_signal``: white matter is darker than grey matter on T2*-weighted EPI, and the choice
+       then does not bias the perfusion medians) or, without S0, by CBV (white matter has about half the
+       CBV of grey matter; deep grey nuclei and vessels fall in the upper half);
+    3. normal-appearing: Tmax <= ``normal_tmax_s`` (when a Tmax map is given) and not in ``exclude``
+       (AIF/VOF voxels, a core mask).
+
+    maps : name → (Z, Y, X) float (needs ``cbv``; ``tmax`` optional). brain_mask : (Z, Y, X) bool.
+    geometry : :class:`neurocontrast.io.Geometry`. Returns ``(mask (Z, Y, X) bool, info dict: side,
+    voxels, volume_ml, rule)``. Raises NeuroContrastError when no voxel qualifies (brain too small or
+    thin, everything hypoperfused): give a reference mask instead.
+    """
+    from scipy import ndimage
+
+    brain = np.asarray(brain_mask, dtype=bool)
+    if "cbv" not in maps:
+        raise NeuroContrastError("a CBV map is needed to find normal-appearing white matter")
+    cbv = np.asarray(maps["cbv"], dtype=np.float64)
+    if cbv.shape != brain.shape:
+        raise GeometryError(f"the CBV map has shape {cbv.shape} but the brain mask has shape {brain.shape}")
+    nz, ny, nx = brain.shape
+    kk, jj, ii = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    index_xyz = np.stack([ii.ravel(), jj.ravel(), kk.ravel()]).astype(np.float64)
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
+    lr = (direction @ (index_xyz * np.asarray(geometry.spacing, dtype=np.float64)[:, None]))[0].reshape(brain.shape)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: no reference region")
+    left = lr > lr[brain].mean()                  # LPS: +x is the patient's left
+    side, region = "both", brain.copy()
+    if hypoperfused_mask is not None:
+        hypo = np.asarray(hypoperfused_mask, dtype=bool) & brain
+        n_left, n_right = int((hypo & left).sum()), int((hypo & ~left).sum())
+        if n_left != n_right:
+            side = "right" if n_left > n_right else "left"
+            region = brain & (~left if side == "right" else left)
+    sx, sy = float(geometry.spacing[0]), float(geometry.spacing[1])
+    depth = np.stack([ndimage.distance_transform_edt(b, sampling=(sy, sx)) for b in brain])
+    deep = region & (depth >= depth_mm)
+    if "tmax" in maps:
+        deep &= np.asarray(maps["tmax"]) <= normal_tmax_s
+    if exclude is not None:
+        deep &= ~np.asarray(exclude, dtype=bool)
+    deep &= cbv > 0
+    if not deep.any():
+        raise NeuroContrastError(f"no normal-appearing white matter found ({side} hemisphere, >= {depth_mm:g} mm "
+                                 "deep, normal Tmax): give a reference mask")
+    if baseline_signal is not None:
+        s0 = np.asarray(baseline_signal, dtype=np.float64)
+        if s0.shape != brain.shape:
+            raise GeometryError(f"baseline_signal has shape {s0.shape} but the brain mask has shape {brain.shape}")
+        key, by = s0, "S0"
+    else:
+        key, by = cbv, "CBV"
+    ref = deep & (key <= np.median(key[deep]))
+    info = {"reference": "contralateral normal-appearing white matter (automatic)", "side": side,
+            "voxels": int(ref.sum()), "volume_ml": float(ref.sum() * geometry.voxel_volume_ml),
+            "rule": {"depth_mm": depth_mm, "normal_tmax_s": normal_tmax_s,
+                     "white_matter": f"{by} at most the median of the deep voxels"}}
+    return ref, info
+
+
+def relative_maps(maps: Dict[str, np.ndarray], reference_mask: np.ndarray) -> Tuple[Dict[str, np.ndarray], Dict[str, float]]:
+    """rCBF, rCBV, rMTT: each map divided by its median in the reference region (:func:`relative_to_reference`).
+
+    maps : name → (Z, Y, X) float with cbf, cbv, mtt (those present are used). reference_mask : (Z, Y, X)
+    bool. Returns ``({"rcbf": ..., "rcbv": ..., "rmtt": ...} float32 dimensionless, {"cbf": median in the
+    reference, ...} in the maps' units)``. Raises as :func:`relative_to_reference`.
+    """
+    ref = np.asarray(reference_mask, dtype=bool)
+    out, medians = {}, {}
+    for rel, name in RELATIVE_MAPS.items():
+        if name in maps:
+            out[rel] = relative_to_reference(maps[name], ref)
+            medians[name] = float(np.median(np.asarray(maps[name])[ref]))
+    return out, medians
