@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.io import Geometry, check_finite, read_image
+from neurocontrast.io import Geometry, read_image
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +89,28 @@ def check_frame_interval(tr_s: float, source: str, unit: Optional[str] = "s") ->
                              f"(expected {lo:g}-{hi:g} s){hint} (--tr SECONDS)")
 
 
-def check_dsc_values(signal: np.ndarray, what: str) -> None:
+def check_dsc_values(signal: np.ndarray, what: str) -> float:
     """Refuse a series whose values cannot be a DSC acquisition: NaN/±inf; frames that are constant over
     the whole volume (zero-filled or repeated frames: a truncated file or dropped frames).
 
-    signal : (T, Z, Y, X). Raises NeuroContrastError naming the frames.
+    signal : (T, Z, Y, X). Returns the smallest value (negative values are the caller's to report).
+    Raises NeuroContrastError naming the frames.
     """
-    check_finite(signal, what)
     flat = np.asarray(signal).reshape(signal.shape[0], -1)
-    flat_frames = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
+    low, high = flat.min(axis=1), flat.max(axis=1)       # NaN and ±inf show in the extremes: two passes
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise NeuroContrastError(f"{what} contains NaN or infinite values; fix or mask them before analysis")
+    flat_frames = np.flatnonzero(high == low)
     if flat_frames.size:
         n = signal.shape[0]
         first, last = int(flat_frames[0]), int(flat_frames[-1])
-        value = float(flat[first, 0])
+        value = float(low[first])
         where = (f"frames {first}-{last}" if flat_frames.size > 1 else f"frame {first}")
         reason = ("the file is truncated (the reader fills missing frames)" if last == n - 1 and
                   flat_frames.size == n - first else "frames were dropped or zero-filled")
         raise NeuroContrastError(f"{what}: {where} of {n} hold one constant value ({value:g}) over the whole "
                                  f"volume: {reason}; it cannot be analysed")
+    return float(low.min())
 
 
 def _sidecar_path(path: str) -> str:
