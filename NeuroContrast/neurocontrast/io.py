@@ -1,4 +1,7 @@
-"""Reading and writing 3D volumes and 4D DSC series with SimpleITK, and voxel-grid (geometry) checks.
+"""Reading and writing 3D volumes with SimpleITK, and voxel-grid (geometry) checks.
+
+4D DSC series are read by :mod:`neurocontrast.dsc_io` (``DSCSeries``, ``read_dsc``; still importable
+from here).
 
 Array order follows SimpleITK and ``slicer.util.arrayFromVolume``: ``(z, y, x)`` for volumes and
 ``(t, z, y, x)`` for time series. Geometry (size, spacing, origin, direction) is kept beside arrays in a
