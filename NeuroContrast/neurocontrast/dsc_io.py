@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.io import Geometry, read_image
+from neurocontrast.io import Geometry, read_float_nifti_array, read_image
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,11 @@ def _read_file_dsc(path: str):
     is_nifti = lower.endswith((".nii", ".nii.gz"))
     if is_nifti:
         _check_nifti_size(path)
+        found = read_float_nifti_array(path)  # a float 4D NIfTI: one nibabel read, no ITK image copies
+        if found is not None and found[0].ndim == 4:
+            array, reader = found
+            return (array.astype(np.float32, copy=False), Geometry.from_image(reader),
+                    _deferred(_nifti_frame_interval, path))
     img = read_image(path)
     ncomp = img.GetNumberOfComponentsPerPixel()
     if ncomp > 1:
@@ -346,10 +351,17 @@ def _read_file_dsc(path: str):
 
 
 def _deferred(func, *args):
-    """``func(*args)``, or the NeuroContrastError it raised: a header TR that fails its check only
-    matters when no explicit or sidecar TR overrides it."""
+    """``func(*args)`` evaluated only when needed (:func:`_resolve`): a header TR that fails its check, or
+    logs about its unit, only matters when no explicit or sidecar TR overrides it."""
+    return lambda: func(*args)
+
+
+def _resolve(value):
+    """The value of a :func:`_deferred` call, or the NeuroContrastError it raised."""
+    if not callable(value):
+        return value
     try:
-        return func(*args)
+        return value()
     except NeuroContrastError as exc:
         return exc
 
@@ -406,6 +418,7 @@ def read_dsc(path: str, tr_s: Optional[float] = None, te_s: Optional[float] = No
     check_dsc_values(signal, f"DSC series {path}")
     side_tr = sidecar.get("RepetitionTime")
     if tr_s is None:
+        header_tr = _resolve(header_tr)
         tr_s = side_tr if side_tr is not None else header_tr
         if isinstance(tr_s, NeuroContrastError):
             raise tr_s
