@@ -20,8 +20,9 @@ from neurocontrast.perfusion.parameters import (PerfusionOptions, SVDParams, Tik
                                                 from_cli)
 from neurocontrast.perfusion.pipeline import HYPOPERFUSION_THRESHOLD_S, deconvolution_methods, network_methods
 
-PERFUSION_USAGE = ("neurocontrast perfusion DSC (--aif-mask M | --aif auto) --vof-mask M [--brain-mask M] "
-                   "[--method osvd|csvd|ssvd|tikhonov|stnet|tmaxnet] [--te S] [--tr S] [--core-mask M] --out DIR")
+PERFUSION_USAGE = ("neurocontrast perfusion DSC (--aif-mask M | --aif auto) (--vof-mask M | --vof auto) [--brain-mask M] "
+                   "[--method osvd|csvd|ssvd|tikhonov|stnet|tmaxnet] [--te S] [--tr S] "
+                   "[--core-mask M | --adc ADC [--dwi DWI]] [--reference-mask M] --out DIR")
 
 
 def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
@@ -41,14 +42,27 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--aif-mask", metavar="M", help="AIF mask (non-zero voxels) on the DSC grid")
     src.add_argument("--aif", choices=["auto"], help="'auto': automatic AIF (Mouridsen 2006 clustering)")
-    p.add_argument("--vof-mask", metavar="M",
-                   help="VOF mask (superior sagittal sinus); the AIF is rescaled to its area (Cao eq. 8). "
-                        "Required for deconvolution methods")
+    vof = p.add_mutually_exclusive_group()
+    vof.add_argument("--vof-mask", metavar="M",
+                     help="VOF mask (superior sagittal sinus); the AIF is rescaled to its area (Cao eq. 8). "
+                          "Required for deconvolution methods (or --vof auto)")
+    vof.add_argument("--vof", choices=["auto"],
+                     help="'auto': automatic VOF in the superior sagittal sinus (late, tall, broad curve "
+                          "near the posterior midline)")
     p.add_argument("--no-vof-rescale", action="store_true",
                    help="use the AIF as measured (the VOF curve is still reported, with the factor rescaling "
                         "would have applied)")
     p.add_argument("--brain-mask", metavar="M", help="brain mask (default: automatic Otsu mask of the baseline)")
-    p.add_argument("--core-mask", metavar="M", help="infarct core mask (e.g. ADC < 620): adds the mismatch")
+    core = p.add_mutually_exclusive_group()
+    core.add_argument("--core-mask", metavar="M", help="infarct core mask (e.g. ADC < 620): adds the mismatch")
+    core.add_argument("--adc", metavar="ADC",
+                      help="ADC map of the same session (any grid): core = ADC < 620e-6 mm²/s inside the brain "
+                           "(RAPID), without edge, CSF border and clusters < 0.1 mL; adds core and mismatch")
+    p.add_argument("--dwi", metavar="DWI", help="trace DWI on the ADC grid: the core must also be DWI-bright")
+    p.add_argument("--adc-unit", choices=["mm2/s", "1e-3 mm2/s", "1e-6 mm2/s"],
+                   help="unit of the ADC map (default: inferred from its brain median, logged)")
+    p.add_argument("--reference-mask", metavar="M",
+                   help="reference region of rCBF/rCBV/rMTT (default: contralateral normal-appearing white matter)")
     p.add_argument("--method", default="osvd", choices=methods, help="map method (default osvd)")
     p.add_argument("--te", type=float, metavar="S", help="echo time in s (overrides the header/sidecar)")
     p.add_argument("--tr", type=float, metavar="S",
@@ -132,21 +146,30 @@ def cmd_perfusion(args) -> int:
     from neurocontrast.errors import NeuroContrastError
     from neurocontrast.perfusion.pipeline import perfusion_from_files
 
-    if args.method in deconvolution_methods() and not args.vof_mask:
-        raise NeuroContrastError(f"--vof-mask is required for method {args.method} (the AIF is rescaled to the "
-                                 "VOF for partial volume, Cao eq. 8; --no-vof-rescale turns the rescaling off)")
+    if args.method in deconvolution_methods() and not (args.vof_mask or args.vof == "auto"):
+        raise NeuroContrastError(f"--vof-mask (or --vof auto) is required for method {args.method} (the AIF is "
+                                 "rescaled to the VOF for partial volume, Cao eq. 8; --no-vof-rescale turns the "
+                                 "rescaling off)")
+    if args.dwi and not args.adc:
+        raise NeuroContrastError("--dwi needs --adc (the DWI only refines the ADC core)")
     options = options_from_cli(args, method=args.method, aif="auto" if args.aif == "auto" else "mask",
-                               vof_rescale=not args.no_vof_rescale)
+                               vof="auto" if args.vof == "auto" else "mask", vof_rescale=not args.no_vof_rescale)
     t0 = time.perf_counter()
     with _progress(f"perfusion ({args.method})", args.no_progress) as progress:
         result, paths = perfusion_from_files(args.dsc, args.out, aif_mask=args.aif_mask, vof_mask=args.vof_mask,
-                                             brain_mask=args.brain_mask, core_mask=args.core_mask, tr_s=args.tr,
+                                             brain_mask=args.brain_mask, core_mask=args.core_mask, adc=args.adc,
+                                             dwi=args.dwi, adc_unit=args.adc_unit,
+                                             reference_mask=args.reference_mask, tr_s=args.tr,
                                              te_s=args.te, options=options, overwrite=args.overwrite,
                                              progress=progress)
     vols = result.report.get("volumes_ml", {})
     print(f"{args.method}: maps written to {args.out} ({len(paths)} files) in {time.perf_counter() - t0:.1f} s")
     if vols:
         print("hypoperfusion: " + ", ".join(f"{k.replace('tmax_gt_', 'Tmax>')} {v:.1f} mL" for k, v in vols.items()))
+    mism = result.report.get("mismatch")
+    if mism:
+        print(f"core {mism['core_ml']:.1f} mL, mismatch {mism['mismatch_ml']:.1f} mL, ratio {mism['ratio']:.2f}, "
+              f"target mismatch {'yes' if mism['target_mismatch'] else 'no'}")
     for warning in result.report.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     return 0

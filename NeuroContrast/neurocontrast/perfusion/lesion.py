@@ -177,6 +177,19 @@ class CoreResult:
                 "steps_ml": dict(self.steps_ml), "parameters": dict(self.parameters)}
 
 
+@dataclasses.dataclass
+class DiffusionImages:
+    """The diffusion images of the same session: ``adc`` (Z, Y, X) float on ``geometry`` (its own grid, need
+    not be the DSC grid), optional ``dwi`` (trace, b = 1000 s/mm², same grid), ``unit`` of the ADC (a key of
+    :data:`ADC_UNITS`, None = inferred) and ``name`` (for messages)."""
+
+    adc: np.ndarray
+    geometry: Geometry
+    dwi: Optional[np.ndarray] = None
+    unit: Optional[str] = None
+    name: str = "ADC"
+
+
 def adc_unit(adc: np.ndarray, brain: np.ndarray, unit: Optional[str] = None):
     """The unit of an ADC map: given, or inferred from the median over the brain.
 

@@ -43,7 +43,9 @@ MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
 #: Unit of every map the pipeline can produce (networks may add ``tmax_uncertainty``), and of the volumes
 #: and curves of its report. The one table the CLI report, the PNG and the Slicer nodes read.
 MAP_UNITS = {"cbf": "mL/100 g/min", "cbv": "mL/100 g", "mtt": "s", "tmax": "s", "ttp": "s from first frame",
-             "tmax_uncertainty": "s", "volumes": "mL", "delta_r2star": "1/s"}
+             "tmax_uncertainty": "s", "volumes": "mL", "delta_r2star": "1/s",
+             "rcbf": "ratio to the reference region's median", "rcbv": "ratio to the reference region's median",
+             "rmtt": "ratio to the reference region's median"}
 
 
 @dataclasses.dataclass(frozen=True)

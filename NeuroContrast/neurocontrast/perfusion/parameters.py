@@ -31,6 +31,9 @@ from neurocontrast.perfusion.maps import PerfusionConstants
 SMOOTHING_FWHM_MM = 5.0
 #: AIF modes of the pipeline: a drawn mask or the automatic suggestion (Mouridsen et al. 2006).
 AIF_MODES = ("mask", "auto")
+#: VOF modes: a drawn mask or the automatic suggestion in the superior sagittal sinus
+#: (:func:`~neurocontrast.perfusion.aif.suggest_vof`).
+VOF_MODES = ("mask", "auto")
 
 
 def _option(flag: str, help_text: str, metavar: str = "", **extra) -> Dict[str, Any]:
@@ -146,6 +149,7 @@ class PerfusionOptions:
 
     method : a key of :data:`~neurocontrast.perfusion.pipeline.MAP_METHODS` (default ``"osvd"``).
     aif : ``"mask"`` (drawn) or ``"auto"`` (Mouridsen 2006 suggestion).
+    vof : ``"mask"`` (drawn, or none) or ``"auto"`` (superior sagittal sinus suggestion).
     smoothing_fwhm_mm : in-plane Gaussian smoothing of the tissue ΔR2* inside the brain, FWHM in mm, >= 0
         (default :data:`SMOOTHING_FWHM_MM`; 0 = none).
     vof_rescale : rescale the AIF to the VOF area when a VOF is given (Cao et al. eq. 8; default True).
@@ -156,6 +160,7 @@ class PerfusionOptions:
 
     method: str = "osvd"
     aif: str = "mask"
+    vof: str = "mask"
     smoothing_fwhm_mm: float = dataclasses.field(default=SMOOTHING_FWHM_MM, metadata=_option(
         "--smoothing-fwhm", "in-plane Gaussian smoothing of the tissue ΔR2* inside the brain before "
         "deconvolution, FWHM in mm (0 = none)", "MM"))
@@ -172,6 +177,8 @@ class PerfusionOptions:
         object.__setattr__(self, "method", method)
         if self.aif not in AIF_MODES:
             raise NeuroContrastError(f"aif must be one of {', '.join(AIF_MODES)}, got {self.aif!r}")
+        if self.vof not in VOF_MODES:
+            raise NeuroContrastError(f"vof must be one of {', '.join(VOF_MODES)}, got {self.vof!r}")
         fwhm = self.smoothing_fwhm_mm
         if fwhm is None or not np.isfinite(fwhm) or fwhm < 0:
             raise NeuroContrastError(f"smoothing_fwhm_mm must be >= 0 mm, got {fwhm!r}")
@@ -207,7 +214,7 @@ class PerfusionOptions:
 
     def as_dict(self) -> Dict[str, Any]:
         """The whole parameter set, nested by family (for report.json)."""
-        return {"method": self.method, "aif": self.aif, "smoothing_fwhm_mm": self.smoothing_fwhm_mm,
+        return {"method": self.method, "aif": self.aif, "vof": self.vof, "smoothing_fwhm_mm": self.smoothing_fwhm_mm,
                 "vof_rescale": self.vof_rescale, "svd": self.svd.as_dict(), "tikhonov": self.tikhonov.as_dict(),
                 "constants": self.constants.as_dict()}
 

@@ -114,6 +114,9 @@ class PerfusionResult:
         frames dropped). aif : (T′,) ΔR2* AIF used (rescaled),
         aif_raw : before rescaling, vof : (T,) or None (1/s). report : the JSON-able report dict.
         core_mask : (Z, Y, X) bool or None. baseline_signal : (Z, Y, X) float32 mean pre-bolus signal S0.
+        core : :class:`~neurocontrast.perfusion.lesion.CoreResult` from an ADC map (or None) and
+        core_geometry its grid (the ADC's). Relative maps rcbf, rcbv, rmtt are in ``maps`` when a reference
+        region was found.
     """
 
     maps: Dict[str, np.ndarray]
@@ -129,6 +132,8 @@ class PerfusionResult:
     report: Dict[str, Any]
     core_mask: Optional[np.ndarray] = None
     baseline_signal: Optional[np.ndarray] = None
+    core: Any = None
+    core_geometry: Any = None
 
     @property
     def hypoperfusion_mask(self) -> Optional[np.ndarray]:
@@ -491,7 +496,8 @@ def hypoperfusion_and_mismatch(maps, geometry, brain_mask, core_mask):
 
 
 def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options: Optional[PerfusionOptions] = None,
-                  core_mask=None, progress: Optional[ProgressCallback] = None, **overrides) -> PerfusionResult:
+                  core_mask=None, diffusion=None, reference_mask=None, progress: Optional[ProgressCallback] = None,
+                  **overrides) -> PerfusionResult:
     """Compute perfusion maps, hypoperfusion volumes and a report from a DSC series.
 
     Parameters
@@ -504,6 +510,11 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
     options : :class:`~neurocontrast.perfusion.parameters.PerfusionOptions` (method, AIF mode, smoothing,
         VOF rescaling, SVD/Tikhonov parameters, constants), written whole into the report.
     core_mask : (Z, Y, X) optional infarct core (e.g. ADC < 620); adds the mismatch summary.
+    diffusion : :class:`~neurocontrast.perfusion.lesion.DiffusionImages` (ADC, optional DWI) of the session:
+        the core from ADC (:func:`~neurocontrast.perfusion.lesion.adc_core`) and the mismatch; on the DSC grid
+        the mismatch is voxel-wise, on another grid it is computed from the volumes (no resampling).
+    reference_mask : (Z, Y, X) reference region of the relative maps rCBF, rCBV, rMTT (default: contralateral
+        normal-appearing white matter, :func:`~neurocontrast.perfusion.maps.contralateral_white_matter`).
     progress : callback(fraction, message).
     **overrides : fields of ``options`` or of its families, e.g. ``method="csvd"``, ``aif="auto"``,
         ``smoothing_fwhm_mm=0``, ``constants=...``, ``csvd_threshold=0.15``, ``osvd_oi=0.1``, ``lambda_=0.3``
@@ -533,6 +544,11 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
     if options.aif == "auto" and entry.needs_aif:
         aif_mask = _automatic_aif(inputs, baseline, brain, progress)
         inputs.aif_mask = aif_mask
+    if options.vof == "auto":
+        if inputs.vof_mask is not None:
+            raise NeuroContrastError("give either a VOF mask or the automatic VOF, not both")
+        if inputs.te_s is not None:
+            inputs.vof_mask = _automatic_vof(inputs, baseline, brain, dsc.geometry, aif_mask, progress)
     curves = None
     if inputs.te_s is not None and (aif_mask is not None or inputs.vof_mask is not None):
         _check_vessel_masks(inputs.signal, baseline, brain, aif_mask, inputs.vof_mask)
@@ -546,12 +562,32 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
                                details)
     clock.lap("maps_s")
     report_progress(progress, 0.92, "hypoperfusion")
+    if diffusion is not None and inputs.core_mask is not None:
+        raise NeuroContrastError("give either a core mask or an ADC map for the core, not both")
+    core = core_from_adc(diffusion, dsc.geometry)
+    if core is not None and diffusion.geometry.same_as(dsc.geometry):
+        inputs.core_mask = core.mask
     hyp, mism = hypoperfusion_and_mismatch(maps, dsc.geometry, brain, inputs.core_mask)
+    if core is not None and mism is None and hyp is not None:
+        from neurocontrast.perfusion import lesion
+
+        mism = lesion.mismatch_volumes(hyp.volumes_ml[HYPOPERFUSION_THRESHOLD_S], core.volume_ml)
+        mism["grid"] = "volumes only: the ADC grid differs from the DSC grid (not resampled)"
+    s0 = inputs.signal[baseline[0]:baseline[1]].mean(axis=0, dtype=np.float32)
+    relative, relative_info = relative_perfusion_maps(maps, dsc.geometry, brain, hyp, inputs, reference_mask, s0)
+    maps.update(relative)
     clock.lap("hypoperfusion_s")
     report_progress(progress, 1.0, "done")
     rep = build_report(dsc, inputs, options, entry, baseline, brain, brain_source, curves, maps, hyp, mism,
                        clock.total())
     rep["maps_details"] = details
+    rep["parameters"]["vof"] = options.vof
+    rep["vof_points_zyx"] = (np.argwhere(inputs.vof_mask).tolist()
+                             if inputs.vof_mask is not None and inputs.vof_mask.sum() <= 200 else None)
+    rep["relative_maps"] = relative_info
+    rep["core_from_adc"] = None if core is None else core.as_dict()
+    if relative_info.get("warning"):
+        rep["warnings"].append(relative_info["warning"])
     start, stop = baseline
     return PerfusionResult(maps=maps, geometry=dsc.geometry, brain_mask=brain, aif_mask=aif_mask,
                            vof_mask=inputs.vof_mask, hypoperfusion=hyp,
@@ -560,7 +596,84 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
                            aif_raw=None if curves is None else curves.aif_raw,
                            vof=None if curves is None else curves.vof, report=_json_clean(rep),
                            core_mask=inputs.core_mask,
-                           baseline_signal=inputs.signal[start:stop].mean(axis=0, dtype=np.float32))
+                           baseline_signal=s0, core=core, core_geometry=None if core is None else diffusion.geometry)
+
+
+def _automatic_vof(inputs: _Inputs, baseline, brain: np.ndarray, geometry, aif_mask, progress) -> np.ndarray:
+    """The automatic VOF (:func:`~neurocontrast.perfusion.aif.suggest_vof`) in the posterior midline region
+    around the brain, on the unsmoothed ΔR2*; the AIF's peak (when known) is the arterial reference."""
+    from neurocontrast.perfusion import aif as aif_mod
+    from neurocontrast.perfusion import signal as signal_mod
+
+    report_progress(progress, 0.05, "suggesting VOF")
+    region = aif_mod.posterior_midline_region(brain, geometry)
+    if aif_mask is not None:
+        region &= ~aif_mask
+    if not region.any():
+        raise NeuroContrastError("no region to search for the automatic VOF near the posterior midline of the "
+                                 "brain; draw a VOF mask in the superior sagittal sinus")
+    box = _bounding_box(region)
+    start, stop = baseline
+    signal = inputs.signal[(slice(start, None),) + box]
+    dr2 = signal_mod.delta_r2star(signal, inputs.te_s, (0, stop - start))
+    arterial_ttp = None
+    if aif_mask is not None:
+        aif_dr2 = signal_mod.delta_r2star(inputs.signal[start:, aif_mask].mean(axis=1)[:, None, None, None],
+                                          inputs.te_s, (0, stop - start))
+        arterial_ttp = float(np.argmax(aif_dr2.ravel()) * inputs.tr_s)
+    found = aif_mod.suggest_vof(dr2, inputs.tr_s, region[box], baseline_signal=signal[: stop - start].mean(axis=0),
+                                arterial_ttp_s=arterial_ttp)
+    mask = np.zeros(brain.shape, bool)
+    mask[box] = found
+    return mask
+
+
+def core_from_adc(diffusion, geometry):
+    """Step 6a: the infarct core from ``diffusion`` (:class:`~neurocontrast.perfusion.lesion.DiffusionImages`)
+    by :func:`~neurocontrast.perfusion.lesion.adc_core`, or None without diffusion images."""
+    if diffusion is None:
+        return None
+    from neurocontrast.perfusion import lesion
+
+    if not isinstance(diffusion, lesion.DiffusionImages):
+        raise NeuroContrastError(f"diffusion must be a DiffusionImages, got {type(diffusion).__name__}")
+    return lesion.adc_core(diffusion.adc, diffusion.geometry, dwi=diffusion.dwi, unit=diffusion.unit)
+
+
+def relative_perfusion_maps(maps, geometry, brain, hyp, inputs: _Inputs, reference_mask, baseline_signal=None):
+    """Step 6b: rCBF, rCBV, rMTT (:func:`~neurocontrast.perfusion.maps.relative_maps`) to ``reference_mask``
+    or to contralateral normal-appearing white matter (chosen with the pre-bolus ``baseline_signal``). Returns ``(maps {name: (Z, Y, X) float32}, info)``;
+    when no reference is found, no maps and ``info["warning"]``."""
+    from neurocontrast.perfusion import maps as maps_mod
+
+    if "cbf" not in maps or "cbv" not in maps:
+        return {}, {"reference": None}
+    exclude = np.zeros(brain.shape, bool)
+    for m in (inputs.aif_mask, inputs.vof_mask, inputs.core_mask):
+        if m is not None:
+            exclude |= m
+    if reference_mask is not None:
+        ref = _check_mask(reference_mask, brain.shape, "reference mask") & brain
+        if not ref.any():
+            raise NeuroContrastError("the reference mask selects no brain voxel")
+        info: Dict[str, Any] = {"reference": "given mask", "voxels": int(ref.sum()),
+                                "volume_ml": float(ref.sum() * geometry.voxel_volume_ml)}
+    else:
+        try:
+            ref, info = maps_mod.contralateral_white_matter(
+                maps, brain, geometry, hypoperfused_mask=None if hyp is None else hyp.masks[HYPOPERFUSION_THRESHOLD_S],
+                exclude=exclude, baseline_signal=baseline_signal)
+        except NeuroContrastError as exc:
+            return {}, {"reference": None, "warning": f"no relative maps: {exc}"}
+    try:
+        relative, medians = maps_mod.relative_maps(maps, ref)
+    except NeuroContrastError as exc:
+        if reference_mask is not None:
+            raise
+        return {}, {"reference": None, "warning": f"no relative maps: {exc}"}
+    brain_f = brain.astype(np.float32)
+    info["medians"] = medians
+    return {k: v * brain_f for k, v in relative.items()}, info
 
 
 def _automatic_aif(inputs: _Inputs, baseline, brain: np.ndarray, progress) -> np.ndarray:
@@ -734,6 +847,9 @@ def write_outputs(result: PerfusionResult, out_dir: str, *, overview: bool = Tru
         if result.hypoperfusion_mask is not None:
             names["hypoperfusion"] = os.path.basename(write_volume(
                 result.hypoperfusion_mask.astype(np.uint8), result.geometry, os.path.join(tmp, "hypoperfusion.nii.gz")))
+        if result.core is not None:
+            names["core_adc"] = os.path.basename(write_volume(
+                result.core.mask.astype(np.uint8), result.core_geometry, os.path.join(tmp, "core_adc.nii.gz")))
         if extra is not None:
             names.update({k: os.path.relpath(v, tmp) for k, v in extra(tmp).items()})
         result.report.setdefault("timings_s", {})["write_s"] = time.perf_counter() - t0
@@ -783,13 +899,16 @@ def _swap_in(tmp: str, out_dir: str) -> None:
 
 def perfusion_from_files(dsc_path: str, out_dir: str, *, aif_mask: Optional[str] = None,
                          vof_mask: Optional[str] = None, brain_mask: Optional[str] = None,
-                         core_mask: Optional[str] = None, tr_s: Optional[float] = None, te_s: Optional[float] = None,
+                         core_mask: Optional[str] = None, adc: Optional[str] = None, dwi: Optional[str] = None,
+                         adc_unit: Optional[str] = None, reference_mask: Optional[str] = None,
+                         tr_s: Optional[float] = None, te_s: Optional[float] = None,
                          options: Optional[PerfusionOptions] = None, overwrite: bool = False,
                          progress: Optional[ProgressCallback] = None):
     """The command line's one call: read the series and masks, :func:`run_perfusion`, :func:`write_outputs`.
 
     Paths: ``dsc_path`` (NIfTI, NRRD/MHA, ``.seq.nrrd``, DICOM folder; :func:`neurocontrast.dsc_io.read_dsc`
-    with ``tr_s``/``te_s`` in s) and masks on its grid. Returns ``(PerfusionResult, {name: path})``.
+    with ``tr_s``/``te_s`` in s) and masks on its grid; ``adc`` (and ``dwi`` on the ADC's grid, ``adc_unit``)
+    on any grid, for the core (:class:`~neurocontrast.perfusion.lesion.DiffusionImages`). Returns ``(PerfusionResult, {name: path})``.
     The output folder is checked before the work starts (:func:`prepare_output_folder`).
     Raises NeuroContrastError on any bad input (message from the step that refused it).
     """
@@ -804,10 +923,25 @@ def perfusion_from_files(dsc_path: str, out_dir: str, *, aif_mask: Optional[str]
     reference = f"the DSC series ({os.path.basename(os.fspath(dsc_path).rstrip(os.sep))})"
     masks = {name: (None if not path else read_mask(path, dsc.geometry, name=label, reference_name=reference))
              for name, path, label in (("aif", aif_mask, "AIF mask"), ("vof", vof_mask, "VOF mask"),
-                                       ("brain", brain_mask, "brain mask"), ("core", core_mask, "core mask"))}
+                                       ("brain", brain_mask, "brain mask"), ("core", core_mask, "core mask"),
+                                       ("reference", reference_mask, "reference mask"))}
+    diffusion = None
+    if adc:
+        from neurocontrast.io import read_volume
+        from neurocontrast.perfusion.lesion import DiffusionImages
+
+        adc_array, adc_geometry = read_volume(adc, "ADC map")
+        dwi_array = None
+        if dwi:
+            dwi_array, dwi_geometry = read_volume(dwi, "DWI")
+            if not dwi_geometry.same_as(adc_geometry):
+                raise NeuroContrastError(f"the DWI ({os.path.basename(dwi)}) is not on the grid of the ADC map "
+                                         f"({os.path.basename(adc)}): DWI {dwi_geometry.describe()}, "
+                                         f"ADC {adc_geometry.describe()}")
+        diffusion = DiffusionImages(adc_array, adc_geometry, dwi_array, adc_unit, os.path.basename(adc))
     read_s = time.perf_counter() - t0
     result = run_perfusion(dsc, masks["aif"], masks["vof"], masks["brain"], options=options, core_mask=masks["core"],
-                           progress=scaled(progress, 0.1, 0.95))
+                           diffusion=diffusion, reference_mask=masks["reference"], progress=scaled(progress, 0.1, 0.95))
     result.report["timings_s"]["read_s"] = read_s
     report_progress(progress, 0.95, "writing")
     paths = write_outputs(result, out_dir, overwrite=overwrite,
