@@ -168,7 +168,8 @@ def cmd_perfusion(args) -> int:
         print("hypoperfusion: " + ", ".join(f"{k.replace('tmax_gt_', 'Tmax>')} {v:.1f} mL" for k, v in vols.items()))
     mism = result.report.get("mismatch")
     if mism:
-        print(f"core {mism['core_ml']:.1f} mL, mismatch {mism['mismatch_ml']:.1f} mL, ratio {mism['ratio']:.2f}, "
+        ratio = "n/a (no core)" if mism.get("ratio") is None else f"{mism['ratio']:.2f}"
+        print(f"core {mism['core_ml']:.1f} mL, mismatch {mism['mismatch_ml']:.1f} mL, ratio {ratio}, "
               f"target mismatch {'yes' if mism['target_mismatch'] else 'no'}")
     for warning in result.report.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)

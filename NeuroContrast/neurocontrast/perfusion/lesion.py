@@ -221,8 +221,9 @@ def adc_core(adc: np.ndarray, geometry: Geometry, *, brain_mask: Optional[np.nda
     susceptibility and noise voxels: on the ISLES 2022 case in ../shared/data/stroke it marks 57.3 mL where
     the expert infarct is 6.7 mL (docs/perfusion.md). Steps:
 
-    1. brain: ``brain_mask``, or ADC > 0 (skull-stripped maps are 0 outside), eroded by ``edge_voxels``
-       (26-neighbourhood) — the outer shell mixes tissue with background;
+    1. brain: ``brain_mask``, or ADC > 0 (skull-stripped maps are 0 outside), eroded in plane by
+       ``edge_voxels`` (8-neighbourhood per slice, so that thick-slice slabs keep their voxels) — the outer
+       shell mixes tissue with background;
     2. ADC < ``threshold_mm2_s`` (RAPID MRI: 620 × 10⁻⁶ mm²/s, Purushotham et al. 2015);
     3. CSF exclusion: voxels with a 26-neighbour of ADC > ``csf_mm2_s`` (2 × 10⁻³ mm²/s) are dropped
        (partial volume and Gibbs ringing at the CSF border give falsely low ADC);
@@ -263,7 +264,9 @@ def adc_core(adc: np.ndarray, geometry: Geometry, *, brain_mask: Optional[np.nda
     steps: Dict[str, float] = {}
     core = brain & (adc_si < threshold_mm2_s)
     steps["threshold"] = float(core.sum() * voxel_ml)
-    inner = ndimage.binary_erosion(brain, st, iterations=int(edge_voxels)) if int(edge_voxels) else brain
+    # in plane: a slab of few thick slices would lose every voxel to a 3D erosion
+    inner = (ndimage.binary_erosion(brain, np.ones((1, 3, 3), bool), iterations=int(edge_voxels))
+             if int(edge_voxels) else brain)
     core &= inner
     steps["without_edge"] = float(core.sum() * voxel_ml)
     csf = ndimage.binary_dilation(brain & (adc_si > csf_mm2_s), st)
