@@ -127,7 +127,8 @@ def _status(args: argparse.Namespace) -> int:
 
     design = StudyDesign.load(args.study)
     missing = design.missing_files()
-    states = load_reads(design)
+    damaged = []
+    states = load_reads(design, damaged=damaged)
     now = time.time()
     print(f"study {design.name}: {len(design.case_ids)} cases, {len(design.readers)} readers")
     for reader in design.readers:
@@ -145,7 +146,14 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {reader}: " + "; ".join(parts))
     if missing:
         print(f"  {len(missing)} image files missing, e.g. {missing[0]}")
+    _print_damaged(damaged)
     return 0
+
+
+def _print_damaged(damaged) -> None:
+    """Study-administrator output: which damaged read files were quarantined, and why."""
+    for item in damaged:
+        print(f"  damaged read file {item['path']} ({item['reason']}) moved to quarantine: {item['quarantined_to']}")
 
 
 def _analyze(args: argparse.Namespace) -> int:
