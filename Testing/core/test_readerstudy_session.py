@@ -136,7 +136,7 @@ def test_washout_locks_next_phase(tmp_path):
 def test_second_writer_refused_and_stale_lock_recovered(tmp_path):
     design = make(tmp_path)
     first = ReaderSession(design, "R2", clock=Clock())
-    with pytest.raises(NeuroContrastError, match="already open"):
+    with pytest.raises(NeuroContrastError, match="already holds the lock"):
         ReaderSession(design, "R2", clock=Clock())      # flock conflicts between open files, also in-process
     first.close()
     # a record left by a process that did not close (killed): the lock is free and taken over, with an event

@@ -14,6 +14,10 @@ Active reading time runs while a read is open and not paused. Without activity (
 idle period began (auto-pause) and restarts with the next activity. :meth:`ReaderSession.heartbeat`
 (a GUI timer) persists the running total, so a crash loses at most one heartbeat interval.
 Submitted reads refuse edits until :meth:`ReaderSession.reopen` (logged, with a reason).
+
+Blinding: every message a reader can see (errors raised here, log lines) names a read by its blinded label
+(:meth:`StudyDesign.blind_label`), never by case id, condition, read id or path; details go to the audit log
+``events.jsonl``.
 """
 
 from __future__ import annotations
@@ -193,16 +197,25 @@ class ReaderSession:
         record.update(fields)
         append_jsonl(self.folder / "events.jsonl", record)
 
+    def audit(self, event: str, **fields) -> None:
+        """Append an event with details (paths, reasons) to the reader's audit log ``events.jsonl``; the
+        place for what reader-facing messages must not show."""
+        self._event(event, **fields)
+
     def _save(self) -> None:
         self._state["revision"] = self._state.get("revision", 0) + 1
         self._state["updated_at"] = self.clock()
         write_json_atomic(self._path(self._state["read_id"]), self._state)
 
+    def _label(self) -> str:
+        """Blinded label of the open read (what reader-facing messages show)."""
+        return self.design.blind_label(self._state["case"]) if self._state is not None else "(none)"
+
     def _require_open(self, editable: bool = True) -> Dict:
         if self._state is None:
             raise NeuroContrastError("no read is open; call open() first")
         if editable and self._state["status"] == "submitted":
-            raise NeuroContrastError(f"read {self._state['read_id']} is submitted; reopen it (logged) to edit")
+            raise NeuroContrastError(f"read {self._label()} is submitted; reopen it (logged) to edit")
         return self._state
 
     def _account(self, now: float) -> None:
@@ -285,9 +298,13 @@ class ReaderSession:
                 raise NeuroContrastError(f"reader {self.reader} has no read available (all submitted or the next "
                                          "phase is in its washout period)")
         else:
-            read = self.design.read(read_id)
+            try:
+                read = self.design.read(read_id)
+            except NeuroContrastError:
+                raise NeuroContrastError(f"that read is not in the design of reader {self.reader}") from None
             if read.reader != self.reader:
-                raise NeuroContrastError(f"read {read_id} belongs to reader {read.reader}, not {self.reader}")
+                raise NeuroContrastError(f"read {self.design.blind_label(read.case)} belongs to another reader, "
+                                         f"not {self.reader}")
         self.close_read()
         now = self.clock()
         path = self._path(read.read_id)
@@ -360,13 +377,13 @@ class ReaderSession:
                 state["lesions"][i] = {"id": lesion_id, **lesion.to_dict()}
                 self._change("lesion_moved", lesion=lesion_id, long_mm=round(lesion.long_mm, 3))
                 return
-        raise NeuroContrastError(f"no lesion {lesion_id!r} in read {state['read_id']}")
+        raise NeuroContrastError(f"no lesion {lesion_id!r} in read {self._label()}")
 
     def delete_lesion(self, lesion_id: str) -> None:
         state = self._require_open()
         kept = [item for item in state["lesions"] if item["id"] != lesion_id]
         if len(kept) == len(state["lesions"]):
-            raise NeuroContrastError(f"no lesion {lesion_id!r} in read {state['read_id']}")
+            raise NeuroContrastError(f"no lesion {lesion_id!r} in read {self._label()}")
         state["lesions"] = kept
         self._change("lesion_deleted", lesion=lesion_id)
 
@@ -443,7 +460,7 @@ class ReaderSession:
         """Finish the read: needs a Likert grade unless the case is excluded. Returns the final state."""
         state = self._require_open()
         if state["grade"] is None and not state["exclude"]:
-            raise NeuroContrastError(f"read {state['read_id']}: give a Likert grade (or exclude the case) "
+            raise NeuroContrastError(f"read {self._label()}: give a Likert grade (or exclude the case) "
                                      "before submitting")
         now = self.clock()
         self._account(now)
@@ -460,7 +477,7 @@ class ReaderSession:
             raise NeuroContrastError("reopening a submitted read needs a reason (it is logged)")
         state = self.open(read_id)
         if state["status"] != "submitted":
-            raise NeuroContrastError(f"read {read_id} is not submitted; nothing to reopen")
+            raise NeuroContrastError(f"read {self._label()} is not submitted; nothing to reopen")
         now = self.clock()
         state["status"] = "in_progress"
         state["reopened"].append({"t": now, "reason": str(reason)})

@@ -240,6 +240,9 @@ class ReaderLock:
             except json.JSONDecodeError:
                 owner = {}
             os.close(fd)
+            if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+                raise NeuroContrastError(f"{self.path.parent.name}: this process already holds the lock (another "
+                                         "session of this reader is open here)") from None
             raise NeuroContrastError(
                 f"reader folder {self.path.parent.name} is already open for writing by process "
                 f"{owner.get('pid', '?')} on {owner.get('host', '?')}; close the other session first") from None
