@@ -172,6 +172,13 @@ def _analyze(args: argparse.Namespace) -> int:
         if row["min_long_mm"] == 0 and row["reader"] != "average":
             print(f"  {row['reader']} {row['condition']}: SE {100 * row['se']:.0f}% ({row['tp']}/"
                   f"{row['tp'] + row['fn']}), FDR {row['fdr']:.2f}, PPV {100 * row['ppv']:.0f}%")
+    for fom, d in result["mrmc"].items():
+        r = d["rrrc"]
+        print(f"  MRMC {d['fom_name']}: " + ", ".join(f"{m} {v:.3f}" for m, v in d["modalities"].items())
+              + f"; {r['contrast']} {r['estimate']:+.3f} [{r['ci'][0]:.3f}; {r['ci'][1]:.3f}], RRRC p = {r['p']:.3g}")
+    for note in result["mrmc_notes"]:
+        print(f"  MRMC: {note}")
+    _print_damaged(s["damaged"])
     print(f"report: {result['paths']['report_md']}")
     return 0
 
