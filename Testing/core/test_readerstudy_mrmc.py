@@ -251,3 +251,27 @@ def test_cli_froc_and_refusals(dataset05, vandyke, tmp_path):
     proc = _cli(vandyke, "--fom", "wafroc", "--out", tmp_path / "g", cwd=tmp_path)
     assert proc.returncode != 0 and "needs FROC marks" in proc.stderr
     assert not (tmp_path / "g" / "results.json").exists()
+
+
+def test_identical_reader_differences_leave_the_fixed_case_test_undefined(tmp_path):
+    """Two readers whose modality differences are equal: MS(T×R) is 0 (not 1e-34 round-off), the RRFC F is
+    undefined rather than astronomically large, and RRRC falls back to ddf = ∞ (Hillis's limit)."""
+    rng = np.random.default_rng(3)
+    truth = np.r_[np.zeros(6, int), np.ones(6, int)]
+    base = rng.permutation(12).astype(float)
+    rows = []
+    for r in ("A", "B"):
+        for m, shift in (("1", 0.0), ("2", 0.0)):
+            ratings = base.copy()
+            if m == "2":
+                ratings[truth == 1] += 3.5      # the same better separation for both readers
+            for c in range(12):
+                rows.append([r, m, c, truth[c], ratings[c]])
+    path = _write(tmp_path / "same.csv", list(mrmc.ROC_COLUMNS), rows)
+    for analysis in ("or", "dbm"):
+        d = mrmc.run_mrmc(mrmc.read_roc_csv(path), mrmc.MRMCParams("auc", analysis)).as_dict()
+        assert d["mean_squares"]["ms_tr"] == 0.0
+        assert d["rrfc"]["F"] is None and d["rrfc"]["p"] is None and "undefined" in d["rrfc"]["note"]
+        assert d["rrrc"]["ddf"] == "inf" and 0 < d["rrrc"]["p"] < 1
+    text = mrmc.results_markdown(mrmc.run_mrmc(mrmc.read_roc_csv(path)))
+    assert "undefined" in text and "e+" not in text

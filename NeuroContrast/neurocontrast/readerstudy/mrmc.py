@@ -408,6 +408,8 @@ def _hillis_ddf(denominator: float, ms: float, df: float) -> float:
 
 def _interval(estimate: float, se: float, df: float, alpha: float) -> Dict:
     q = _t_quantile(alpha, df)
+    if not se > 0:  # no variance left to estimate (e.g. identical readers): no interval, not a zero-width one
+        return {"estimate": float(estimate), "se": float(se), "df": float(df), "ci": [float("nan"), float("nan")]}
     return {"estimate": float(estimate), "se": float(se), "df": float(df),
             "ci": [float(estimate - q * se), float(estimate + q * se)]}
 
@@ -421,6 +423,17 @@ def _ms(theta: np.ndarray) -> Dict[str, float]:
     return {"ms_t": float(r * np.sum((m_t - grand) ** 2) / (t - 1)),
             "ms_r": float(t * np.sum((m_r - grand) ** 2) / (r - 1)),
             "ms_tr": float(np.sum(resid ** 2) / ((t - 1) * (r - 1)))}
+
+
+def _zero_roundoff(ms: Dict[str, float]) -> Dict[str, float]:
+    """Set mean squares that are zero up to floating-point round-off (below 1e-12 of the largest) to 0:
+    e.g. two readers whose modality differences are identical give MS(T×R) = 1e-34, not a real variance."""
+    scale = max(abs(v) for v in ms.values()) or 1.0
+    return {k: (0.0 if abs(v) <= 1e-12 * scale else v) for k, v in ms.items()}
+
+
+_RRFC_UNDEFINED = ("MS(T×R) = 0: every reader shows the same modality difference, so the fixed-case test and "
+                   "interval are undefined")
 
 
 def _pairs(modalities: Sequence[str]) -> List[Tuple[int, int]]:
@@ -439,7 +452,7 @@ def or_analysis(theta: np.ndarray, theta_jk: np.ndarray, modalities: Sequence[st
     t, r = theta.shape
     cov = jackknife_covariance(theta_jk)
     c = or_covariances(cov, t, r)
-    ms = _ms(theta)
+    ms = _zero_roundoff(_ms(theta))
     means = theta.mean(axis=1)
     pairs = _pairs(modalities)
     # per-modality covariances (Var_i, Cov2_i) and reader mean square MS(R_i)
@@ -449,7 +462,7 @@ def or_analysis(theta: np.ndarray, theta_jk: np.ndarray, modalities: Sequence[st
         var_i = float(np.mean(np.diag(block)))
         cov2_i = float(block[~np.eye(r, dtype=bool)].mean())
         ms_r_i = float(np.sum((theta[i] - means[i]) ** 2) / (r - 1))
-        single.append((var_i, cov2_i, ms_r_i))
+        single.append((var_i, cov2_i, 0.0 if ms_r_i <= 1e-12 * max(ms.values()) else ms_r_i))
 
     def block(stat_name, stat, ndf, ddf, p, se_diff, df_diff, single_rows):
         diffs = []
@@ -483,11 +496,14 @@ def or_analysis(theta: np.ndarray, theta_jk: np.ndarray, modalities: Sequence[st
     frrc = block("chi2", chi2, {"df": t - 1}, None, float(stats.chi2.sf(chi2, t - 1)),
                  math.sqrt(2 * den_fr / r), float("inf"), frrc_single)
     # random readers, fixed cases
-    f_rf = ms["ms_t"] / ms["ms_tr"] if ms["ms_tr"] > 0 else float("inf")
+    f_rf = ms["ms_t"] / ms["ms_tr"] if ms["ms_tr"] > 0 else float("nan")
     df_rf = (t - 1) * (r - 1)
     rrfc_single = [_interval(means[i], math.sqrt(single[i][2] / r), r - 1, alpha) for i in range(t)]
-    rrfc = block("F", f_rf, {"ndf": t - 1}, {"df": df_rf}, _p_f(f_rf, t - 1, df_rf),
-                 math.sqrt(2 * ms["ms_tr"] / r), df_rf, rrfc_single)
+    rrfc = block("F", f_rf, {"ndf": t - 1}, {"df": df_rf}, _p_f(f_rf, t - 1, df_rf) if ms["ms_tr"] > 0 else
+                 float("nan"), math.sqrt(2 * ms["ms_tr"] / r) if ms["ms_tr"] > 0 else float("nan"), df_rf,
+                 rrfc_single)
+    if ms["ms_tr"] == 0:
+        rrfc["note"] = _RRFC_UNDEFINED
     return {"covariances": c, "mean_squares": ms, "rrrc": rrrc, "frrc": frrc, "rrfc": rrfc}
 
 
@@ -528,7 +544,7 @@ def dbm_analysis(theta: np.ndarray, theta_jk: np.ndarray, modalities: Sequence[s
     """
     t, r, k = theta_jk.shape
     y = pseudovalues(theta, theta_jk)
-    ms = dbm_mean_squares(y)
+    ms = _zero_roundoff(dbm_mean_squares(y))
     means = y.mean(axis=(1, 2))
     pairs = _pairs(modalities)
     single = []
@@ -537,6 +553,7 @@ def dbm_analysis(theta: np.ndarray, theta_jk: np.ndarray, modalities: Sequence[s
         g = yi.mean()
         mr, mc = yi.mean(axis=1), yi.mean(axis=0)
         ms_r = float(k * np.sum((mr - g) ** 2) / (r - 1))
+        ms_r = 0.0 if ms_r <= 1e-12 * max(ms.values()) else ms_r
         ms_c = float(r * np.sum((mc - g) ** 2) / (k - 1))
         ms_rc = float(np.sum((yi - mr[:, None] - mc[None, :] + g) ** 2) / ((r - 1) * (k - 1)))
         single.append((ms_r, ms_c, ms_rc))
@@ -564,11 +581,13 @@ def dbm_analysis(theta: np.ndarray, theta_jk: np.ndarray, modalities: Sequence[s
     frrc_single = [_interval(means[i], math.sqrt(single[i][1] / (r * k)), k - 1, alpha) for i in range(t)]
     frrc = block(f_fr, t - 1, "ddf", ddf_fr, _p_f(f_fr, t - 1, ddf_fr), math.sqrt(2 * ms["ms_tc"] / (r * k)),
                  frrc_single, {"chi2": float((t - 1) * f_fr), "df": t - 1})
-    f_rf = ms["ms_t"] / ms["ms_tr"] if ms["ms_tr"] > 0 else float("inf")
+    f_rf = ms["ms_t"] / ms["ms_tr"] if ms["ms_tr"] > 0 else float("nan")
     df_rf = (t - 1) * (r - 1)
     rrfc_single = [_interval(means[i], math.sqrt(single[i][0] / (r * k)), r - 1, alpha) for i in range(t)]
-    rrfc = block(f_rf, t - 1, "df", df_rf, _p_f(f_rf, t - 1, df_rf), math.sqrt(2 * ms["ms_tr"] / (r * k)),
-                 rrfc_single)
+    rrfc = block(f_rf, t - 1, "df", df_rf, _p_f(f_rf, t - 1, df_rf) if ms["ms_tr"] > 0 else float("nan"),
+                 math.sqrt(2 * ms["ms_tr"] / (r * k)) if ms["ms_tr"] > 0 else float("nan"), rrfc_single)
+    if ms["ms_tr"] == 0:
+        rrfc["note"] = _RRFC_UNDEFINED
     return {"mean_squares": ms, "rrrc": rrrc, "frrc": frrc, "rrfc": rrfc}
 
 
@@ -637,6 +656,8 @@ def run_mrmc(data: MRMCData, params: MRMCParams = MRMCParams()) -> MRMCResult:
 
 
 def _f(x, digits: int = 4) -> str:
+    if isinstance(x, str):
+        x = float(x)
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if isinstance(x, float) and math.isinf(x):
@@ -669,14 +690,16 @@ def results_markdown(result: MRMCResult, title: str = "MRMC analysis") -> str:
             test = f"F({b['ndf']}, {_f(ddf if not isinstance(ddf, str) else float(ddf))}) = {_f(b['F'])}"
         for diff in b["differences"]:
             lines.append(f"| {name} | {test} | {_f(b['p'])} | {diff['contrast']}: {diff['estimate']:.5f} | "
-                         f"{diff['se']:.5f} | [{diff['ci'][0]:.5f}; {diff['ci'][1]:.5f}] |")
+                         f"{_f(diff['se'])} | [{_f(diff['ci'][0])}; {_f(diff['ci'][1])}] |")
+        if b.get("note"):
+            lines.append(f"| {name} | {b['note']} | | | | |")
     lines += ["", f"| Modality | Analysis | Mean FOM | SE | df | {level} CI |", "|---|---|---|---|---|---|"]
     for m in d["design"]["modalities"]:
         for key, name in names.items():
             s = d[key]["modalities"][m]
             df = s["df"] if not isinstance(s["df"], str) else float(s["df"])
-            lines.append(f"| {m} | {key.upper()} | {s['estimate']:.5f} | {s['se']:.5f} | {_f(df)} | "
-                         f"[{s['ci'][0]:.5f}; {s['ci'][1]:.5f}] |")
+            lines.append(f"| {m} | {key.upper()} | {s['estimate']:.5f} | {_f(s['se'])} | {_f(df)} | "
+                         f"[{_f(s['ci'][0])}; {_f(s['ci'][1])}] |")
     lines.append("")
     return "\n".join(lines)
 
@@ -696,7 +719,8 @@ def plot_reader_foms(result: MRMCResult, path) -> Path:
         ax.plot(x, result.theta[:, j], marker="o", alpha=0.6, label=f"reader {reader}")
     rr = result.analysis["rrrc"]["modalities"]
     means = np.array([rr[m]["estimate"] for m in d.modalities])
-    err = np.array([[means[i] - rr[m]["ci"][0], rr[m]["ci"][1] - means[i]] for i, m in enumerate(d.modalities)]).T
+    err = np.nan_to_num(np.array([[means[i] - rr[m]["ci"][0], rr[m]["ci"][1] - means[i]]
+                                  for i, m in enumerate(d.modalities)]).T)
     ax.errorbar(x + 0.08, means, yerr=err, fmt="ks", capsize=5, label="mean [RRRC 95% CI]")
     ax.set_xticks(x, d.modalities)
     ax.set(xlabel="modality", ylabel=FOM_NAMES[result.params.fom], xlim=(-0.5, len(x) - 0.5))

@@ -113,15 +113,15 @@ def mrmc_tables(mrmc: Dict) -> List[Tuple[str, List[List[str]]]]:
         for reader in d["design"]["readers"]:
             grid.append([reader] + [f"{d['readers'][c][reader]:.3f}" for c in conds])
         grid.append(["mean [RRRC 95% CI]"] + [
-            f"{d['modalities'][c]:.3f} [{d['rrrc']['modalities'][c]['ci'][0]:.3f}; "
-            f"{d['rrrc']['modalities'][c]['ci'][1]:.3f}]" for c in conds])
+            f"{d['modalities'][c]:.3f} [{_num(d['rrrc']['modalities'][c]['ci'][0])}; "
+            f"{_num(d['rrrc']['modalities'][c]['ci'][1])}]" for c in conds])
         for key, name in (("rrrc", "random readers & cases"), ("frrc", "fixed readers"),
                           ("rrfc", "fixed cases")):
             b = d[key]
-            stat = (f"χ²({b['df']}) = {b['chi2']:.3f}" if key == "frrc" else
-                    f"F({b['ndf']}, {float(b.get('ddf', b.get('df'))):.2f}) = {b['F']:.3f}")
-            grid.append([f"{b['contrast']}, {name}", f"{b['estimate']:+.3f} [{b['ci'][0]:.3f}; {b['ci'][1]:.3f}]",
-                         f"{stat}, {_fmt_p(b['p'])}"] + [""] * (len(conds) - 2))
+            stat = (f"χ²({b['df']}) = {_num(b['chi2'])}" if key == "frrc" else
+                    f"F({b['ndf']}, {_num(b.get('ddf', b.get('df')), 2)}) = {_num(b['F'])}")
+            grid.append([f"{b['contrast']}, {name}", f"{b['estimate']:+.3f} [{_num(b['ci'][0])}; {_num(b['ci'][1])}]",
+                         b.get("note") or f"{stat}, {_fmt_p(b['p'])}"] + [""] * (len(conds) - 2))
         sections.append((f"MRMC: {d['fom_name']} by condition ({d['design']['n_normal']} normal, "
                          f"{d['design']['n_abnormal']} abnormal cases; Obuchowski–Rockette, Hillis ddf)", grid))
     return sections
@@ -195,6 +195,14 @@ def report_text(design, summary, grid, summary_rows, test_rows, contrast_rows, a
     md += ["Plots: " + ", ".join(f"`{i}`" for i in images) + ".", ""]
     body += ["<p>" + " ".join(f"<img src='{i}'>" for i in images) + "</p>", "</body></html>"]
     return "\n".join(md), "\n".join(body)
+
+
+def _num(x, digits: int = 3) -> str:
+    """A number from the MRMC JSON (None = undefined, "inf" = ∞)."""
+    if x is None:
+        return "n/a"
+    x = float(x)
+    return "∞" if math.isinf(x) else f"{x:.{digits}f}"
 
 
 def _fmt_p(p) -> str:
