@@ -154,7 +154,12 @@ class ReaderStudyLogic:
         from neurocontrast.readerstudy.session import ReaderSession
 
         self.logout()
-        self.design = StudyDesign.load(study_folder)
+        try:
+            self.design = StudyDesign.load(study_folder)
+        except (NeuroContrastError, OSError):
+            # the reason names cases, conditions or paths: the administrator's tools show it, not the reader's
+            raise NeuroContrastError("the study in this folder cannot be opened; the study administrator can see "
+                                     "why with `neurocontrast reader status <study folder>`") from None
         self.session = ReaderSession(self.design, reader, clock=self.clock)
         return self.worklist()
 
@@ -220,9 +225,17 @@ class ReaderStudyLogic:
         nodes = []
         for key, path in paths.items():
             if key not in names:
-                log.warning("more than %d companions; %s not shown", len(_COMPANION_NAMES), key)
+                log.warning("more than %d companion images; the others are not shown", len(_COMPANION_NAMES))
                 continue
-            array, geometry = read_volume(str(path), names[key])
+            try:
+                array, geometry = read_volume(str(path), names[key])
+            except (NeuroContrastError, RuntimeError, OSError, ValueError) as exc:
+                # the reader sees the blinded label; the path and the reason go to the audit log
+                self._require().audit("image_error", image=key, path=str(path.relative_to(self.design.folder)),
+                                      error=str(exc))
+                raise NeuroContrastError(f"cannot read the {names[key].lower()} of read "
+                                         f"{self.design.blind_label(read.case)}; the details are in the study's "
+                                         "audit log") from None
             node = volume_node_from_array(array, geometry, names[key], scene=self.scene)
             node.CreateDefaultDisplayNodes()  # a volume without a display node shows nothing in the slice views
             node.SetAttribute(ROLE_ATTRIBUTE, "main" if key == "main" else "companion")

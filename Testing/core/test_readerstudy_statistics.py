@@ -293,3 +293,18 @@ def test_agreement_kappa_bland_altman_icc():
     assert round(st.icc(ratings, "3,1"), 2) == 0.71
     with pytest.raises(NeuroContrastError):
         st.icc([[1, 2]], "2,1")
+
+
+def test_fdr_exact_interval_is_garwood_and_respects_zero():
+    # Garwood exact Poisson limits for 1 event: [0.02532, 5.5716] (standard tables); over 38 cases
+    low, high = st.fdr_exact_interval(1, 38)
+    assert low == pytest.approx(0.025318 / 38, rel=1e-4) and high == pytest.approx(5.571643 / 38, rel=1e-5)
+    assert st.fdr_exact_interval(0, 38) == (0.0, pytest.approx(3.688879 / 38, rel=1e-5))
+    # 0.03 (1/38): the papers' t interval is 0.03 ± 0.05, below 0; the exact one is not
+    assert low > 0
+    m = st.detection_metrics(5, 5, 1, 38, [1] + [0] * 37)
+    assert m.fdr_low == low and m.fdr - m.fdr_half_width < 0
+    with pytest.raises(NeuroContrastError):
+        st.fdr_exact_interval(-1, 10)
+    with pytest.raises(NeuroContrastError):
+        st.fdr_exact_interval(1, 0)

@@ -149,3 +149,43 @@ def test_pre_contrast_on_another_grid_is_resampled_in_physical_space(tmp_path):
     np.testing.assert_allclose(on_fine[1, 5, inner], 3.0 * xs[inner] + 7.0, rtol=1e-5)
     same = _on_grid(tmp_path / "pre.nii.gz", coarse, nearest=True)
     np.testing.assert_array_equal(same, values)
+
+
+def test_analyze_runs_mrmc_on_the_stored_reads(study):
+    """Per-mark FROC data (LL from the pairing, rating = stored confidence) and per-case ratings go through
+    the MRMC analysis; the report gets its table and plot. The synthetic readers rate true lesions higher in
+    vir (mean 0.75) than in low (0.60) and detect more in vir, so vir must have the higher wAFROC."""
+    import json
+
+    from neurocontrast.readerstudy import mrmc
+    from neurocontrast.readerstudy.report import StudyData, mrmc_data, pair_reads
+
+    out = study["out"]
+    d = json.loads((out / "mrmc_wafroc" / "results.json").read_text())
+    assert d["paradigm"] == "FROC" and set(d["modalities"]) == {"low", "vir"}
+    assert d["modalities"]["vir"] > d["modalities"]["low"]
+    assert all(d["readers"]["vir"][r] > d["readers"]["low"][r] for r in ("R1", "R2"))
+    truth = study["truth"]
+    abnormal = sum(1 for c in truth if truth[c])
+    assert d["design"]["n_abnormal"] == abnormal and d["design"]["n_normal"] == len(truth) - abnormal
+    assert d["design"]["n_lesions"] == sum(len(v) for v in truth.values())
+    roc = json.loads((out / "mrmc_auc" / "results.json").read_text())
+    assert roc["paradigm"] == "ROC" and (out / "mrmc_auc" / "imrmc.txt").exists()
+    report = (out / "report.md").read_text()
+    assert "## MRMC: wAFROC by condition" in report and "mrmc_wafroc/reader_foms.png" in report
+    assert (out / "mrmc_wafroc" / "reader_foms.png").stat().st_size > 5000
+    # the LL ratings are the confidences of the paired marks: recompute one reader's wAFROC by hand
+    data = StudyData(study["design"])
+    froc, _, notes = mrmc_data(data, pair_reads(data))
+    theta, _ = mrmc.fom_jackknife(froc, "wafroc")
+    assert theta[1, 0] == pytest.approx(d["readers"]["vir"]["R1"], abs=1e-12)
+    marks = _rows(out / "marks.csv")
+    assert all(m["confidence"] for m in marks if m["condition"] in ("low", "vir"))
+
+
+def test_fdr_interval_in_the_report_never_goes_below_zero(study):
+    rows = _rows(study["out"] / "detection.csv")
+    assert rows and all(float(r["fdr_low"]) >= 0 for r in rows)
+    assert all(float(r["fdr_low"]) <= float(r["fdr"]) <= float(r["fdr_high"]) for r in rows)
+    # where the papers' Student-t interval would dip below 0, the exact interval stays at or above 0
+    assert any(float(r["fdr"]) - float(r["fdr_half_width"] or 0) < 0 for r in rows if r["fdr_half_width"])

@@ -156,3 +156,47 @@ def test_removed_marks_leave_no_display_nodes(mrml_scene, study):
     logic.logout()
     assert count("vtkMRMLMarkupsLineNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == 0
     assert count("vtkMRMLScalarVolumeNode") == 0 and count("vtkMRMLScalarVolumeDisplayNode") == 0
+
+
+def test_logic_messages_are_blinded(mrml_scene, tmp_path, caplog):
+    import json
+    import re
+
+    from neurocontrast.readerstudy.session import load_events
+
+    folder = tmp_path / "study"
+    design = make_synthetic_study(folder, n_cases=2, seed=5)["design"]
+    words = sorted(set(design.case_ids) | set(design.conditions) | {"ref", "pre", str(folder), "cases",
+                                                                     "nii", ".gz"})
+
+    def leaks(text):
+        return [w for w in words if re.search(rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])", text)]
+
+    logic = ReaderStudyLogic(mrml_scene, clock=Clock())
+    messages = []
+    with caplog.at_level("DEBUG"):
+        logic.login(str(folder), "R1")
+        read = logic.session.next_read()
+        main = logic.design.images_for(read)["main"]
+        main.unlink()                                             # the read's image is gone
+        with pytest.raises(NeuroContrastError) as info:
+            logic.open_read()
+        messages.append(str(info.value))
+        assert design.blind_label(read.case) in messages[-1]
+        with pytest.raises(NeuroContrastError) as info:
+            logic.delete_lesion("L9")
+        messages.append(str(info.value))
+        logic.logout()
+        audit = [e for e in load_events(design, "R1") if e["event"] == "image_error"]
+        assert audit and audit[0]["path"] == str(main.relative_to(folder))     # the details: audit log only
+        data = json.loads((folder / "study.json").read_text())
+        data["cases"][0]["companions"] = ["cases/S001/pre.nii.gz"]
+        (folder / "study.json").write_text(json.dumps(data))
+        with pytest.raises(NeuroContrastError) as info:
+            ReaderStudyLogic(mrml_scene).login(str(folder), "R1")  # invalid design: no case id in the dialog
+        messages.append(str(info.value))
+        assert "reader status" in messages[-1]
+    for message in messages:
+        assert not leaks(message), message
+    log_text = "\n".join(r.getMessage() for r in caplog.records)
+    assert not leaks(log_text), log_text

@@ -4,7 +4,9 @@
   images in a case folder become companions; ``brain_roi.*`` the healthy-brain ROI), or with
   ``--synthetic N`` first generate a synthetic study of N cases with known truth.
 - ``reader status STUDY``: per reader, reads submitted / in progress / pending / locked; missing files.
-- ``reader analyze STUDY --out DIR``: tidy CSVs, report.md/html (Table 5 layout) and plots.
+- ``reader analyze STUDY --out DIR``: tidy CSVs, report.md/html (Table 5 layout), MRMC and plots.
+- ``reader mrmc RATINGS.csv [--lesions LESIONS.csv] --fom auc|wafroc|afroc --analysis or|dbm --out DIR``:
+  Obuchowski–Rockette / DBM MRMC analysis of ratings from any source (results.json, results.md, exports).
 """
 
 from __future__ import annotations
@@ -44,6 +46,22 @@ def register(groups) -> None:
     p.add_argument("--no-contrast", action="store_true", help="skip CNR/LBR/CEP (no image reading)")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=_analyze)
+    from neurocontrast.readerstudy.mrmc import ANALYSES, FOMS
+
+    p = sub.add_parser("mrmc", help="MRMC analysis (OR / DBM) of ROC ratings or FROC marks",
+                       description="Obuchowski-Rockette (jackknife covariances) or DBM analysis with Hillis ddf "
+                                   "of ROC ratings (reader, modality, case, truth, rating) or, with --lesions, "
+                                   "FROC marks (modality, reader, case, case_truth, mark_type, lesion, weight, "
+                                   "rating). Writes results.json, results.md, foms.csv, ratings_tidy.csv, "
+                                   "rjafroc.xlsx, imrmc.txt (ROC) and reader_foms.png to --out.")
+    p.add_argument("ratings", help="ROC ratings CSV, or FROC marks CSV with --lesions")
+    p.add_argument("--lesions", help="FROC lesions CSV (case, lesion, weight)")
+    p.add_argument("--fom", choices=FOMS, default="auc", help="figure of merit (default auc)")
+    p.add_argument("--analysis", choices=ANALYSES, default="or", help="or (Obuchowski-Rockette) or dbm")
+    p.add_argument("--alpha", type=float, default=0.05, help="two-sided level of the CIs (default 0.05)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=_mrmc)
 
 
 def _image_stem(path: Path) -> str:
@@ -109,7 +127,8 @@ def _status(args: argparse.Namespace) -> int:
 
     design = StudyDesign.load(args.study)
     missing = design.missing_files()
-    states = load_reads(design)
+    damaged = []
+    states = load_reads(design, damaged=damaged)
     now = time.time()
     print(f"study {design.name}: {len(design.case_ids)} cases, {len(design.readers)} readers")
     for reader in design.readers:
@@ -127,7 +146,14 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {reader}: " + "; ".join(parts))
     if missing:
         print(f"  {len(missing)} image files missing, e.g. {missing[0]}")
+    _print_damaged(damaged)
     return 0
+
+
+def _print_damaged(damaged) -> None:
+    """Study-administrator output: which damaged read files were quarantined, and why."""
+    for item in damaged:
+        print(f"  damaged read file {item['path']} ({item['reason']}) moved to quarantine: {item['quarantined_to']}")
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -146,5 +172,30 @@ def _analyze(args: argparse.Namespace) -> int:
         if row["min_long_mm"] == 0 and row["reader"] != "average":
             print(f"  {row['reader']} {row['condition']}: SE {100 * row['se']:.0f}% ({row['tp']}/"
                   f"{row['tp'] + row['fn']}), FDR {row['fdr']:.2f}, PPV {100 * row['ppv']:.0f}%")
+    for fom, d in result["mrmc"].items():
+        r = d["rrrc"]
+        print(f"  MRMC {d['fom_name']}: " + ", ".join(f"{m} {v:.3f}" for m, v in d["modalities"].items())
+              + f"; {r['contrast']} {r['estimate']:+.3f} [{r['ci'][0]:.3f}; {r['ci'][1]:.3f}], RRRC p = {r['p']:.3g}")
+    for note in result["mrmc_notes"]:
+        print(f"  MRMC: {note}")
+    _print_damaged(s["damaged"])
     print(f"report: {result['paths']['report_md']}")
+    return 0
+
+
+def _mrmc(args: argparse.Namespace) -> int:
+    from neurocontrast.readerstudy.mrmc import MRMCParams, analyze_files
+
+    params = MRMCParams(fom=args.fom, analysis=args.analysis, alpha=args.alpha)
+    result, paths = analyze_files(args.ratings, args.lesions, params, args.out, plots=not args.no_plots)
+    d = result.as_dict()
+    print(f"{d['fom_name']} ({args.analysis.upper()}): " + ", ".join(
+        f"modality {m} {v:.4f}" for m, v in d["modalities"].items()))
+    r, f, c = d["rrrc"], d["frrc"], d["rrfc"]
+    print(f"  RRRC F = {r['F']:.4g}, ddf = {r['ddf']:.4g}, p = {r['p']:.4g}, {r['contrast']} "
+          f"{r['estimate']:.4f} [{r['ci'][0]:.4f}; {r['ci'][1]:.4f}]")
+    stat = f"chi2 = {f['chi2']:.4g} ({f['df']} df)" if args.analysis == "or" else \
+        f"F = {f['F']:.4g} ({f['ndf']}, {f['ddf']:g} df)"
+    print(f"  FRRC {stat}, p = {f['p']:.4g}; RRFC F = {c['F']:.4g} ({c['ndf']}, {c['df']:g} df), p = {c['p']:.4g}")
+    print(f"results: {paths['results_json']}")
     return 0

@@ -74,6 +74,25 @@ def _check_id(value, what: str) -> str:
     return value
 
 
+def _is_number(value) -> bool:
+    """A finite JSON number (not a boolean, NaN or infinity)."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _object(d: Dict, key: str, default, where: str = "study design") -> Dict:
+    value = d.setdefault(key, default)
+    if not isinstance(value, dict):
+        raise NeuroContrastError(f"{where}: '{key}' must be an object ({{...}}), got {type(value).__name__} "
+                                 f"{value!r}")
+    return value
+
+
 class StudyDesign:
     """A validated study design bound to its folder. Build with :meth:`load` or :meth:`from_dict`.
 
@@ -143,7 +162,7 @@ class StudyDesign:
             raise NeuroContrastError(f"study design: 'allocation' must be 'crossover' or 'sequential', "
                                      f"got {allocation!r}")
         washout = d.setdefault("washout_days", 14)
-        if not isinstance(washout, (int, float)) or isinstance(washout, bool) or washout < 0:
+        if not _is_number(washout) or washout < 0:
             raise NeuroContrastError(f"study design: 'washout_days' must be a number >= 0, got {washout!r}")
         reference = d.get("reference")
         needed = list(conditions)
@@ -172,34 +191,38 @@ class StudyDesign:
             images = case.get("images")
             if not isinstance(images, dict):
                 raise NeuroContrastError(f"study design: case {cid!r} needs an 'images' object")
+            companions = _object(case, "companions", {}, f"study design: case {cid!r}")
+            for key in companions:
+                _check_id(key, f"study design: case {cid!r} companion name")
             for cond in needed:
                 if cond not in images:
                     raise NeuroContrastError(f"study design: case {cid!r} has no image for condition {cond!r}")
-            for key, rel in list(images.items()) + list(case.get("companions", {}).items()):
-                self.resolve(rel, f"case {cid!r} image {key!r}")
+            for key, rel in images.items():
+                self.resolve(rel, f"study design: case {cid!r} image {key!r}")
+            for key, rel in companions.items():
+                self.resolve(rel, f"study design: case {cid!r} companion {key!r}")
             if case.get("healthy_brain_roi") is not None:
                 self.resolve(case["healthy_brain_roi"], f"case {cid!r} healthy_brain_roi")
-        likert = d.setdefault("likert", {"points": 5, "anchors": {"1": "poor", "5": "excellent"}})
-        points = likert.get("points") if isinstance(likert, dict) else None
-        if not isinstance(points, int) or not 2 <= points <= 10:
+        likert = _object(d, "likert", {"points": 5, "anchors": {"1": "poor", "5": "excellent"}})
+        points = likert.get("points")
+        if not _is_int(points) or not 2 <= points <= 10:
             raise NeuroContrastError(f"study design: 'likert.points' must be an integer in 2..10, got {points!r}")
-        for key in likert.get("anchors", {}):
+        for key in _object(likert, "anchors", {}, "study design: likert"):
             if not str(key).isdigit() or not 1 <= int(key) <= points:
                 raise NeuroContrastError(f"study design: Likert anchor {key!r} is outside 1..{points}")
-        exclusion = d.setdefault("exclusion", {"max_lesions": 20})
-        max_lesions = exclusion.get("max_lesions") if isinstance(exclusion, dict) else None
-        if max_lesions is not None and (not isinstance(max_lesions, int) or max_lesions < 1):
+        exclusion = _object(d, "exclusion", {"max_lesions": 20})
+        max_lesions = exclusion.get("max_lesions")
+        if max_lesions is not None and (not _is_int(max_lesions) or max_lesions < 1):
             raise NeuroContrastError(f"study design: 'exclusion.max_lesions' must be a positive integer, got "
                                      f"{max_lesions!r}")
-        analysis = d.setdefault("analysis", {})
+        analysis = _object(d, "analysis", {})
         strata = analysis.setdefault("size_strata_mm", list(DEFAULT_STRATA))
         if not isinstance(strata, list) or not strata or any(
-                not isinstance(s, (int, float)) or s < 0 for s in strata) or sorted(strata) != strata:
+                not _is_number(s) or s < 0 for s in strata) or sorted(strata) != strata:
             raise NeuroContrastError(f"study design: 'analysis.size_strata_mm' must be increasing numbers >= 0, "
                                      f"got {strata!r}")
         threshold = analysis.setdefault("threshold", "mean")
-        if threshold not in ("mean", "ref", "max", "min", "sum") and not (
-                isinstance(threshold, (int, float)) and threshold > 0):
+        if threshold not in ("mean", "ref", "max", "min", "sum") and not (_is_number(threshold) and threshold > 0):
             raise NeuroContrastError(f"study design: 'analysis.threshold' must be mean/ref/max/min/sum or mm > 0, "
                                      f"got {threshold!r}")
         if analysis.setdefault("assignment", "hungarian") not in ("hungarian", "greedy"):
@@ -207,8 +230,9 @@ class StudyDesign:
         if analysis.setdefault("duplicates", "ignore") not in ("ignore", "fp"):
             raise NeuroContrastError("study design: 'analysis.duplicates' must be 'ignore' or 'fp'")
         idle = d.setdefault("idle_timeout_s", 120)
-        if not isinstance(idle, (int, float)) or idle <= 0:
-            raise NeuroContrastError(f"study design: 'idle_timeout_s' must be > 0, got {idle!r}")
+        if not _is_number(idle) or idle <= 0:
+            raise NeuroContrastError(f"study design: 'idle_timeout_s' must be a finite number of seconds > 0, "
+                                     f"got {idle!r}")
 
     # ------------------------------------------------------------------ accessors
     @property

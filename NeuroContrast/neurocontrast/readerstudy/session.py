@@ -14,6 +14,10 @@ Active reading time runs while a read is open and not paused. Without activity (
 idle period began (auto-pause) and restarts with the next activity. :meth:`ReaderSession.heartbeat`
 (a GUI timer) persists the running total, so a crash loses at most one heartbeat interval.
 Submitted reads refuse edits until :meth:`ReaderSession.reopen` (logged, with a reason).
+
+Blinding: every message a reader can see (errors raised here, log lines) names a read by its blinded label
+(:meth:`StudyDesign.blind_label`), never by case id, condition, read id or path; details go to the audit log
+``events.jsonl``.
 """
 
 from __future__ import annotations
@@ -26,19 +30,63 @@ from typing import Callable, Dict, List, Optional
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.readerstudy.design import Read, StudyDesign
 from neurocontrast.readerstudy.pairing import Lesion
-from neurocontrast.readerstudy.storage import ReaderLock, append_jsonl, read_json, read_jsonl, write_json_atomic
+from neurocontrast.readerstudy.storage import (ReaderLock, append_jsonl, clean_temp_files, quarantine_file,
+                                               read_jsonl, repair_jsonl_tail, write_json_atomic)
 
 log = logging.getLogger(__name__)
 
 READS_DIR = "reads"
+QUARANTINE_DIR = "quarantine"
+#: keys every stored read has, with their JSON types (a file lacking one is damaged)
+READ_FIELDS = {"read_id": str, "reader": str, "phase": str, "case": str, "condition": str, "status": str,
+               "lesions": list, "active_seconds": (int, float), "opened_at": list, "submissions": list}
+READ_STATUSES = ("in_progress", "submitted")
 
 
 def reader_folder(design: StudyDesign, reader: str) -> Path:
     return design.folder / READS_DIR / reader
 
 
-def load_reads(design: StudyDesign, reader: Optional[str] = None) -> Dict[str, Dict]:
-    """All stored read states (read-only, no lock): ``{read_id: state}`` for one reader or all."""
+def _read_problem(path: Path, reader: str) -> Optional[str]:
+    """Why ``path`` is not a valid stored read of ``reader`` (None when it is)."""
+    import json
+
+    raw = path.read_bytes()
+    if not raw.strip():
+        return "empty file"
+    try:
+        state = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not text (binary content)"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON (truncated?): {exc}"
+    if not isinstance(state, dict):
+        return f"a JSON {type(state).__name__}, not an object"
+    for key, kind in READ_FIELDS.items():
+        if key not in state:
+            return f"no '{key}' field"
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            return f"'{key}' has the wrong type ({type(state[key]).__name__})"
+    if state["status"] not in READ_STATUSES:
+        return f"unknown status {state['status']!r}"
+    if state["read_id"] != path.stem or state["reader"] != reader:
+        return "its read_id or reader does not match its file name and folder"
+    if state["status"] == "submitted" and not isinstance(state.get("submitted_at"), (int, float)):
+        return "submitted without a submit time"
+    return None
+
+
+def load_reads(design: StudyDesign, reader: Optional[str] = None,
+               damaged: Optional[List[Dict]] = None) -> Dict[str, Dict]:
+    """All stored read states (no lock): ``{read_id: state}`` for one reader or all.
+
+    A damaged read file (empty, truncated, binary, not an object, missing fields) is moved to
+    ``reads/<reader>/quarantine/`` with a ``.reason.txt`` beside it, so status, analysis and sessions keep
+    working; the read counts as not started. Each such file is appended to ``damaged`` (when given) as
+    ``{"path", "quarantined_to", "reason"}`` for study-administrator tools; the log line names only the
+    reader folder (the file name carries the case id, which readers must not see)."""
+    import json
+
     readers = [reader] if reader else design.readers
     out = {}
     for r in readers:
@@ -46,8 +94,19 @@ def load_reads(design: StudyDesign, reader: Optional[str] = None) -> Dict[str, D
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*__*__*.json")):
-            state = read_json(path)
-            out[state["read_id"]] = state
+            problem = _read_problem(path, r)
+            if problem is None:
+                state = json.loads(path.read_text(encoding="utf-8"))
+                out[state["read_id"]] = state
+                continue
+            try:
+                target = quarantine_file(path, problem, QUARANTINE_DIR)
+            except FileNotFoundError:  # pragma: no cover - quarantined by a concurrent caller
+                continue
+            log.warning("reader %s: a damaged read file (%s) was moved to %s/%s/; the read starts over",
+                        r, problem.split(":")[0], r, QUARANTINE_DIR)
+            if damaged is not None:
+                damaged.append({"path": str(path), "quarantined_to": str(target), "reason": problem})
     return out
 
 
@@ -71,7 +130,10 @@ class ReaderSession:
         self.design = design
         self.reader = reader
         self.clock = clock
-        self.idle_timeout_s = float(idle_timeout_s if idle_timeout_s is not None else design.idle_timeout_s)
+        idle = idle_timeout_s if idle_timeout_s is not None else design.idle_timeout_s
+        if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not 0 < idle < float("inf"):
+            raise NeuroContrastError(f"idle_timeout_s must be a finite number of seconds > 0, got {idle!r}")
+        self.idle_timeout_s = float(idle)
         self.folder = reader_folder(design, reader)
         self.lock = ReaderLock(self.folder / ".lock").acquire()
         self._state: Optional[Dict] = None
@@ -79,8 +141,44 @@ class ReaderSession:
         self._auto_paused = False
         self._last_tick = 0.0
         self._last_activity = 0.0
+        try:
+            self._recover()
+        except Exception:
+            self.lock.release()
+            raise
+
+    def _recover(self) -> None:
+        """After a crash: quarantine a torn log tail, remove leftover temp files, quarantine damaged reads and
+        log the submit events a kill between saving a read and logging its submit left out (audit events
+        ``lock_recovered``, ``log_repaired``, ``temp_files_removed``, ``read_quarantined``, ``submit`` with
+        ``reconciled: true``)."""
+        torn = repair_jsonl_tail(self.folder / "events.jsonl")
         if self.lock.recovered_from:
             self._event("lock_recovered", previous_pid=self.lock.recovered_from.get("pid"))
+        if torn is not None:
+            self._event("log_repaired", quarantined_to=torn.name)
+        removed = clean_temp_files(self.folder)
+        if removed:
+            self._event("temp_files_removed", files=[p.name for p in removed])
+        damaged: List[Dict] = []
+        states = load_reads(self.design, self.reader, damaged)
+        for item in damaged:
+            self._event("read_quarantined", file=Path(item["path"]).name, reason=item["reason"],
+                        quarantined_to=str(Path(item["quarantined_to"]).relative_to(self.folder)))
+        events = load_events(self.design, self.reader)
+        logged: Dict[str, int] = {}
+        for e in events:
+            if e.get("event") == "submit" and "read_id" in e:
+                logged[e["read_id"]] = logged.get(e["read_id"], 0) + 1
+        for read_id, state in sorted(states.items()):
+            missing = state["submissions"][logged.get(read_id, 0):]
+            if state["status"] == "submitted" and not missing and not logged.get(read_id):
+                missing = [state["submitted_at"]]
+            for t in missing:
+                record = {"t": t, "event": "submit", "reader": self.reader, "read_id": read_id, "reconciled": True,
+                          "active_seconds": round(state["active_seconds"], 3), "n_lesions": len(state["lesions"])}
+                append_jsonl(self.folder / "events.jsonl", record)
+                log.warning("reader %s: logged a submit that a crash left out of the event log", self.reader)
 
     # ------------------------------------------------------------------ plumbing
     def __enter__(self):
@@ -99,16 +197,25 @@ class ReaderSession:
         record.update(fields)
         append_jsonl(self.folder / "events.jsonl", record)
 
+    def audit(self, event: str, **fields) -> None:
+        """Append an event with details (paths, reasons) to the reader's audit log ``events.jsonl``; the
+        place for what reader-facing messages must not show."""
+        self._event(event, **fields)
+
     def _save(self) -> None:
         self._state["revision"] = self._state.get("revision", 0) + 1
         self._state["updated_at"] = self.clock()
         write_json_atomic(self._path(self._state["read_id"]), self._state)
 
+    def _label(self) -> str:
+        """Blinded label of the open read (what reader-facing messages show)."""
+        return self.design.blind_label(self._state["case"]) if self._state is not None else "(none)"
+
     def _require_open(self, editable: bool = True) -> Dict:
         if self._state is None:
             raise NeuroContrastError("no read is open; call open() first")
         if editable and self._state["status"] == "submitted":
-            raise NeuroContrastError(f"read {self._state['read_id']} is submitted; reopen it (logged) to edit")
+            raise NeuroContrastError(f"read {self._label()} is submitted; reopen it (logged) to edit")
         return self._state
 
     def _account(self, now: float) -> None:
@@ -191,14 +298,19 @@ class ReaderSession:
                 raise NeuroContrastError(f"reader {self.reader} has no read available (all submitted or the next "
                                          "phase is in its washout period)")
         else:
-            read = self.design.read(read_id)
+            try:
+                read = self.design.read(read_id)
+            except NeuroContrastError:
+                raise NeuroContrastError(f"that read is not in the design of reader {self.reader}") from None
             if read.reader != self.reader:
-                raise NeuroContrastError(f"read {read_id} belongs to reader {read.reader}, not {self.reader}")
+                raise NeuroContrastError(f"read {self.design.blind_label(read.case)} belongs to another reader, "
+                                         f"not {self.reader}")
         self.close_read()
         now = self.clock()
         path = self._path(read.read_id)
         if path.exists():
-            self._state = read_json(path)
+            self._state = self.reads().get(read.read_id)
+        if self._state is not None:
             event = "resume_read" if self._state["status"] == "in_progress" else "view_submitted"
         else:
             unlock = self.design.phase_unlock_time(self.reader, read.phase, self.submitted_times())
@@ -265,13 +377,13 @@ class ReaderSession:
                 state["lesions"][i] = {"id": lesion_id, **lesion.to_dict()}
                 self._change("lesion_moved", lesion=lesion_id, long_mm=round(lesion.long_mm, 3))
                 return
-        raise NeuroContrastError(f"no lesion {lesion_id!r} in read {state['read_id']}")
+        raise NeuroContrastError(f"no lesion {lesion_id!r} in read {self._label()}")
 
     def delete_lesion(self, lesion_id: str) -> None:
         state = self._require_open()
         kept = [item for item in state["lesions"] if item["id"] != lesion_id]
         if len(kept) == len(state["lesions"]):
-            raise NeuroContrastError(f"no lesion {lesion_id!r} in read {state['read_id']}")
+            raise NeuroContrastError(f"no lesion {lesion_id!r} in read {self._label()}")
         state["lesions"] = kept
         self._change("lesion_deleted", lesion=lesion_id)
 
@@ -348,7 +460,7 @@ class ReaderSession:
         """Finish the read: needs a Likert grade unless the case is excluded. Returns the final state."""
         state = self._require_open()
         if state["grade"] is None and not state["exclude"]:
-            raise NeuroContrastError(f"read {state['read_id']}: give a Likert grade (or exclude the case) "
+            raise NeuroContrastError(f"read {self._label()}: give a Likert grade (or exclude the case) "
                                      "before submitting")
         now = self.clock()
         self._account(now)
@@ -365,7 +477,7 @@ class ReaderSession:
             raise NeuroContrastError("reopening a submitted read needs a reason (it is logged)")
         state = self.open(read_id)
         if state["status"] != "submitted":
-            raise NeuroContrastError(f"read {read_id} is not submitted; nothing to reopen")
+            raise NeuroContrastError(f"read {self._label()} is not submitted; nothing to reopen")
         now = self.clock()
         state["status"] = "in_progress"
         state["reopened"].append({"t": now, "reason": str(reason)})

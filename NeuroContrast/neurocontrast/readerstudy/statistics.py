@@ -24,7 +24,7 @@ from scipy import stats
 from neurocontrast.errors import NeuroContrastError
 
 __all__ = [
-    "clopper_pearson", "average_clopper_pearson", "mcnemar_midp", "fdr_interval", "wilcoxon_signed_rank", "format_p", "format_p_label",
+    "clopper_pearson", "average_clopper_pearson", "mcnemar_midp", "fdr_interval", "fdr_exact_interval", "wilcoxon_signed_rank", "format_p", "format_p_label",
     "round_half_up", "detection_metrics", "DetectionMetrics", "paired_t_test", "unpaired_t_test",
     "clustered_proportion", "clustered_difference", "weighted_kappa", "bland_altman", "icc",
 ]
@@ -133,6 +133,24 @@ def fdr_interval(fp_per_case: Sequence[float], alpha: float = 0.05) -> Tuple[flo
     return float(values.mean()), half
 
 
+def fdr_exact_interval(fp: int, n_cases: int, alpha: float = 0.05) -> Tuple[float, float]:
+    """Exact (Garwood) Poisson confidence interval of the false detection rate fp / n_cases.
+
+    The FDR is a rate (false positives per case, lesions/patient), so its natural range is [0, ∞): the
+    interval ``[χ²_{α/2}(2·fp) / (2n), χ²_{1−α/2}(2·fp + 2) / (2n)]`` (lower bound 0 when fp = 0) never goes
+    below 0, unlike the papers' Student-t interval (:func:`fdr_interval`, e.g. 0.03 ± 0.05 in Ammari et al.
+    Table 5), and keeps its coverage for rare events. Garwood 1936, Biometrika 28:437; Ulm 1990.
+    Returns (low, high) in lesions per case. Raises on negative counts or n_cases < 1.
+    """
+    fp, n = _count(fp, "fp"), _count(n_cases, "n_cases")
+    if n < 1:
+        raise NeuroContrastError("n_cases must be at least 1")
+    alpha = _alpha(alpha)
+    low = float(stats.chi2.ppf(alpha / 2, 2 * fp) / (2 * n)) if fp > 0 else 0.0
+    high = float(stats.chi2.ppf(1 - alpha / 2, 2 * fp + 2) / (2 * n))
+    return low, high
+
+
 def wilcoxon_signed_rank(x: Sequence[float], y: Sequence[float]) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired samples, as SciPy 1.5.2 computed it for the papers.
 
@@ -207,7 +225,9 @@ class DetectionMetrics:
     """Lesion-detection figures of one reader × condition × size stratum (Ammari Table 5).
 
     ``se`` = tp/(tp+fn), ``ppv`` = tp/(tp+fp), ``f1`` = harmonic mean of SE and PPV, ``fdr`` = fp/n_cases;
-    ``se_low``/``se_high`` Clopper–Pearson; ``fdr_half_width`` Student-t (NaN without per-case counts).
+    ``se_low``/``se_high`` Clopper–Pearson; ``fdr_low``/``fdr_high`` exact Poisson (Garwood, never below 0:
+    :func:`fdr_exact_interval`); ``fdr_half_width`` the papers' Student-t half-width (NaN without per-case
+    counts; kept to compare with the published tables).
     Undefined ratios are NaN.
     """
 
@@ -222,6 +242,8 @@ class DetectionMetrics:
     f1: float
     fdr: float
     fdr_half_width: float
+    fdr_low: float
+    fdr_high: float
 
     def as_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -251,7 +273,8 @@ def detection_metrics(tp: int, fn: int, fp: int, n_cases: int, fp_per_case: Opti
             raise NeuroContrastError(f"fp_per_case must have n_cases={n_cases} entries summing to fp={fp}, got "
                                      f"{values.size} entries summing to {values.sum():g}")
         half = fdr_interval(values, alpha)[1] if n_cases > 1 else float("nan")
-    return DetectionMetrics(tp, fn, fp, n_cases, se, low, high, ppv, f1, fp / n_cases, half)
+    fdr_low, fdr_high = fdr_exact_interval(fp, n_cases, alpha)
+    return DetectionMetrics(tp, fn, fp, n_cases, se, low, high, ppv, f1, fp / n_cases, half, fdr_low, fdr_high)
 
 
 def paired_t_test(x: Sequence[float], y: Sequence[float]) -> float:

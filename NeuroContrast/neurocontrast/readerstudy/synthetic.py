@@ -9,6 +9,7 @@ decides every outcome itself, it returns the expected TP/FN/FP counts that the a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -24,6 +25,8 @@ SPACING_XYZ = (1.0, 1.0, 3.0)
 INTENSITY = {"pre": 100.0, "low": 115.0, "vir": 150.0, "ref": 170.0}
 DEFAULT_DETECTION = {("R1", "low"): 0.45, ("R1", "vir"): 0.8, ("R2", "low"): 0.4, ("R2", "vir"): 0.85}
 DEFAULT_FP_RATE = {"low": 0.15, "vir": 0.5}
+#: mean confidence of marks on true lesions per condition (false positives: 0.4)
+CONFIDENCE_TRUE = {"low": 0.6, "vir": 0.75}
 SLOTS = [(16, 16), (16, 46), (46, 16), (46, 46)]  # (y, x) lesion centres, far apart
 
 
@@ -124,11 +127,14 @@ def simulate_reads(design: StudyDesign, truth: Dict[str, List[Lesion]], seed: in
     ``{"n_duplicates": ...}``. Reference read: the true axes exactly. Reads: detected true lesions with
     ≤ 0.5 mm centre jitter and ±10 % length noise (always within the pairing
     threshold), false positives of 3–12 mm at the slice
-    centre (far from the lesion quadrants), occasional duplicates 0.3 mm from a detected lesion.
+    centre (far from the lesion quadrants), occasional duplicates 0.3 mm from a detected lesion. Each mark
+    of a read carries a confidence: true lesions and duplicates ~ N(:data:`CONFIDENCE_TRUE` [condition],
+    0.15), false positives ~ N(0.4, 0.15), clipped to [0.01, 1].
     """
     from neurocontrast.readerstudy.session import ReaderSession
 
     rng = np.random.default_rng(seed)
+    conf_rng = np.random.default_rng(seed + 7919)
     detection = detection or DEFAULT_DETECTION
     fp_rate = fp_rate or DEFAULT_FP_RATE
     geometry = _geometry()
@@ -169,6 +175,12 @@ def simulate_reads(design: StudyDesign, truth: Dict[str, List[Lesion]], seed: in
                         counts["tp"] += tp
                         counts["fn"] += len(big) - tp
                         counts["fp"] += sum(1 for l in fps if l.long_mm >= t)
+                if read.phase != "reference":
+                    # confidence (0-1) for FROC / ROC analyses, from a separate stream so the marks stay the same
+                    hits = len(found)
+                    marks = [replace(m, confidence=round(float(np.clip(conf_rng.normal(
+                        CONFIDENCE_TRUE.get(read.condition, 0.65) if i < hits or i >= len(marks) - len(dups)
+                        else 0.4, 0.15), 0.01, 1.0)), 3)) for i, m in enumerate(marks)]
                 for mark in marks:
                     clock["t"] += float(rng.uniform(5, 20))
                     session.add_lesion(mark)
