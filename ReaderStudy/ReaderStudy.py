@@ -64,7 +64,7 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionTable.setColumnCount(3)
         self.ui.lesionTable.setHorizontalHeaderLabels(["Lesion", "Long (mm)", "Short (mm)"])
         self.gradeGroup = qt.QButtonGroup(self.ui.gradeButtonsWidget)
-        self.gradeGroup.connect("buttonClicked(int)", self.onGrade)
+        self.gradeGroup.connect("idClicked(int)", self.onGrade)  # buttonClicked(int) is gone in Qt 6
         self.timer = qt.QTimer()
         self.timer.setInterval(1000)
         self.timer.connect("timeout()", self.onTick)
