@@ -389,21 +389,23 @@ def mask_from_markups(markups_node, reference_volume_node) -> np.ndarray:
 
 
 def mask_from_node(node, reference_volume_node, segment: Optional[str] = None, name: str = "mask") -> np.ndarray:
-    """Bool ``(Z, Y, X)`` mask from a markups node, a segmentation (+ segment ID/name; the first segment if
-    None) or a labelmap/scalar volume on the reference grid (non-zero voxels).
+    """Bool ``(Z, Y, X)`` mask from a markups node, one segment (ID or name) of a segmentation, or a
+    labelmap/scalar volume on the reference grid (non-zero voxels).
 
-    Raises NeuroContrastError for an unsupported node, a missing segment or a volume on another grid.
+    A segmentation needs ``segment``: there is no fallback to its first segment, which would let two inputs
+    (AIF and VOF) silently read the same segment. Raises NeuroContrastError for an unsupported node, no or a
+    missing segment, or a volume on another grid.
     """
     if node is None:
         raise NeuroContrastError(f"{name}: no node selected")
     if node.IsA("vtkMRMLMarkupsNode"):
         return mask_from_markups(node, reference_volume_node)
     if node.IsA("vtkMRMLSegmentationNode"):
-        seg = node.GetSegmentation()
-        if segment is None:
-            if seg.GetNumberOfSegments() == 0:
-                raise NeuroContrastError(f"{name}: segmentation '{node.GetName()}' has no segments")
-            segment = seg.GetNthSegmentID(0)
+        if not segment:
+            seg = node.GetSegmentation()
+            names = [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())]
+            raise NeuroContrastError(f"{name}: choose a segment of '{node.GetName()}' "
+                                     f"(segments: {', '.join(names) or 'none yet'})")
         return mask_from_segment(node, segment, reference_volume_node)
     if node.IsA("vtkMRMLScalarVolumeNode"):
         from neurocontrast.io import check_same_geometry

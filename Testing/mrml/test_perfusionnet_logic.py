@@ -142,7 +142,8 @@ def test_bad_inputs_give_clear_errors(mrml_scene, loaded, phantom):
     mrml.add_segment_from_mask(empty, np.zeros(phantom.geometry.shape, bool), mrml.first_frame_node(nodes["sequence"]),
                                "nothing")
     with pytest.raises(NeuroContrastError, match="cover no voxel"):
-        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=empty.GetID()))
+        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=empty.GetID(),
+                                                    aif_segment="nothing"))
     assert segment_names(nodes["segmentation"]) == ["AIF", "VOF", "Brain"] and segment_names(points) == []
 
 
@@ -230,7 +231,7 @@ def test_run_outputs_match_the_core_and_are_displayed(mrml_scene, loaded, phanto
     tmax_display = outputs.map_nodes["tmax"].GetDisplayNode()
     assert (tmax_display.GetWindow(), tmax_display.GetLevel()) == (10.0, 5.0)
     assert not tmax_display.GetAutoWindowLevel()
-    assert tmax_display.GetColorNodeID() == "vtkMRMLColorTableNodeRainbow"
+    assert_clinical_display(outputs.map_nodes, phantom.brain_mask)
     # Tmax > 6 s segmentation and its volume
     reference = mrml.first_frame_node(nodes["sequence"])
     segmentation = outputs.hypoperfusion_segmentation
@@ -262,6 +263,31 @@ def test_run_refuses_invalid_parameters(mrml_scene, loaded):
     nodes["sequence"].RemoveAttribute("NeuroContrast.EchoTime_s")
     with pytest.raises(NeuroContrastError, match="TE"):
         PerfusionNetLogic(mrml_scene).run(params)
+
+
+def assert_clinical_display(map_nodes, brain):
+    """Tmax/TTP run blue (low) → red (high) and CBF/CBV through a perceptual map, all from tables the logic made
+    (the scene has none of the application's file tables); the zero background falls on a transparent entry
+    and no brain voxel of CBF/CBV/TTP does; units are voxel-value units (UCUM), not a custom attribute."""
+    for name, node in map_nodes.items():
+        display = node.GetDisplayNode()
+        table = display.GetColorNode()
+        assert table.GetName().startswith("NeuroContrast "), (name, table.GetName())
+        lut = table.GetLookupTable()
+        low_rgba, high_rgba = lut.GetTableValue(1), lut.GetTableValue(table.GetNumberOfColors() - 1)
+        assert lut.GetTableValue(0)[3] == 0.0  # background transparent
+        if name in ("tmax", "ttp"):
+            assert low_rgba[2] > low_rgba[0] and high_rgba[0] > high_rgba[2], (name, low_rgba, high_rgba)
+        units = node.GetVoxelValueUnits()
+        assert units is not None and units.GetCodingSchemeDesignator() == "UCUM"
+        assert node.GetAttribute("NeuroContrast.Unit") is None
+        values = slicer.util.arrayFromVolume(node)
+        low = display.GetWindowLevelMin()
+        assert np.all(values[~brain] <= low)  # the background falls on the transparent entry
+        if name in ("cbf", "cbv", "ttp"):
+            assert np.all(values[brain] > low), name  # no brain voxel does
+    assert map_nodes["tmax"].GetVoxelValueUnits().GetCodeValue() == "s"
+    assert map_nodes["cbf"].GetVoxelValueUnits().GetCodeValue() == "mL/(100.g.min)"
 
 
 def test_display_ranges():
@@ -320,3 +346,27 @@ def test_series_is_read_once_while_unchanged(mrml_scene, loaded):
     nodes["sequence"].SetAttribute("NeuroContrast.EchoTime_s", "0.02")
     params.te_s = 0.0
     assert logic.load_dsc(params)[0].te_s == pytest.approx(0.02)
+
+
+# ----------------------------------------------------------------------------------------- segment choice
+
+def test_an_empty_segment_name_never_falls_back_to_the_first_segment(mrml_scene, loaded):
+    """With the segment left empty the mask used to be the segmentation's first segment (AIF), so AIF and VOF
+    could silently be the same segment; now the run and the curves name what is missing."""
+    import dataclasses
+
+    nodes, params = loaded
+    for field in ("vof_segment", "aif_segment"):
+        empty = dataclasses.replace(params, **{field: ""})
+        with pytest.raises(NeuroContrastError, match="choose a segment of 'DSCPhantom masks'.*AIF, VOF, Brain"):
+            PerfusionNetLogic(mrml_scene).run(empty)
+        with pytest.raises(NeuroContrastError, match="choose a segment"):
+            PerfusionNetLogic(mrml_scene).compute_curves(empty)
+
+
+def test_aif_and_vof_on_the_same_voxels_are_refused(mrml_scene, loaded):
+    import dataclasses
+
+    _, params = loaded
+    with pytest.raises(NeuroContrastError, match="AIF and VOF cover exactly the same voxels"):
+        PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, vof_segment="AIF"))
