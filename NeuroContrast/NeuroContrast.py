@@ -96,7 +96,7 @@ class NeuroContrastWidget(ScriptedLoadableModuleWidget):
             settings.compute_device = self.ui.computeDeviceComboBox.currentText
             settings.threads = self.ui.threadsSpinBox.value
             settings.models_folder = self.ui.modelsFolderPathLineEdit.currentPath
-            applied = settings.apply()
+            applied = settings.apply(import_torch=True)  # shows the device torch will use
             self.ui.deviceStatusLabel.setText(f"Using {applied['device']}, {applied['threads']} thread(s)")
 
     def onOpenModelsFolder(self):
