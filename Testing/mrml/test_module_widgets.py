@@ -289,3 +289,60 @@ def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypat
     assert composites["Red"].GetBackgroundVolumeID() == nodes["t1c"].GetID()
     assert layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView]
     assert not os.path.exists(work_dir)
+
+
+def test_virtualgadolinium_state_is_saved_with_the_scene_and_the_logic_is_injected(fake_slicer_app, mrml_scene,
+                                                                                     tmp_path):
+    """The widget keeps its parameters in the parameter node (volumes as node references), a new widget (a
+    reopened scene) shows them again, a scene close cancels the run; the logic and its runner are injected."""
+    import SimpleITK as sitk
+    from VirtualGadoliniumLib.logic import VirtualGadoliniumLogic, image_to_volume
+
+    image = sitk.GetImageFromArray(np.random.default_rng(1).random((6, 8, 10)).astype(np.float32))
+    t1, flair, t1c = (image_to_volume(image, name, scene=mrml_scene) for name in ("T1", "FLAIR", "T1c"))
+    started = []
+
+    class FakeRunner:
+        cancelled = False
+
+        def poll(self):
+            return {"running": not self.cancelled, "returncode": None if not self.cancelled else -15,
+                    "fraction": 0.5, "message": "half", "error": "cancelled" if self.cancelled else "", "output": ""}
+
+        def wait(self, timeout=None):
+            return self.poll()
+
+        def cancel(self):
+            self.cancelled = True
+
+    def factory(command, env):
+        started.append(command)
+        return FakeRunner()
+
+    loaded = load_module_file("VirtualGadolinium")
+    logic = VirtualGadoliniumLogic(mrml_scene, runner_factory=factory)
+    widget = make_widget(loaded, "VirtualGadolinium", logic=logic)
+    assert widget.logic is logic
+    ui = widget.ui
+    ui.modeComboBox.setCurrentText("amplify")
+    ui.t1Selector.setCurrentNode(t1)
+    ui.flairSelector.setCurrentNode(flair)
+    ui.contrastSelector.setCurrentNode(t1c)
+    ui.repeatSpinBox.value = 3
+    ui.preprocessedCheckBox.checked = True
+    node = widget.parameterNode
+    assert node.GetNodeReferenceID("contrast") == t1c.GetID() and node.GetParameter("repeat") == "3"
+    again = make_widget(loaded, "VirtualGadolinium", logic=logic)  # the scene reopened: the same node
+    assert again.parameters() == widget.parameters()
+    node.SetParameter("repeat", "2")  # a script (or an undo) edits the node: the widget follows
+    assert again.ui.repeatSpinBox.value == 2
+    ui.applyButton.click()
+    assert started and started[0][3:5] == ["contrast", "amplify"] and widget.timer.isActive()
+    widget.onPoll()
+    assert ui.statusLabel.text == "half" and ui.progressBar.value == 50
+    mrml_scene.InvokeEvent(mrml_scene.StartCloseEvent)
+    assert logic.runner.cancelled and widget.parameterNode is None
+    mrml_scene.InvokeEvent(mrml_scene.EndCloseEvent)
+    assert widget.parameterNode is not None
+    widget.cleanup()
+    again.cleanup()
