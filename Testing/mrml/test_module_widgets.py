@@ -99,41 +99,46 @@ def test_hub_model_card_follows_the_sorted_view(fake_slicer_app, monkeypatch, mr
     assert len(opened) == count and fake_slicer_app.infos == ["Select a model in the table first."] * 2
 
 
-def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, monkeypatch, mrml_scene, phantom):
+def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, mrml_scene, phantom):
     from NeuroContrastLib.sampledata import load_dsc_phantom
 
     nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    segments = nodes["segments"]
     loaded = load_module_file("PerfusionNet")
     widget = make_widget(loaded, "PerfusionNet")
     ui = widget.ui
     assert ui.methodComboBox.currentData == "osvd"
     ui.dscSelector.setCurrentNode(nodes["sequence"])
     ui.aifSelector.setCurrentNode(nodes["segmentation"])
+    ui.aifSegmentSelector.setCurrentSegmentID(segments["AIF"])
     ui.vofSelector.setCurrentNode(nodes["segmentation"])
-    ui.vofSegmentComboBox.currentIndex = ui.vofSegmentComboBox.findText("VOF")
+    ui.vofSegmentSelector.setCurrentSegmentID(segments["VOF"])
     ui.brainSelector.setCurrentNode(nodes["segmentation"])
-    ui.brainSegmentComboBox.currentIndex = ui.brainSegmentComboBox.findText("Brain")
-    assert [t for t, _ in ui.aifSegmentComboBox.items] == ["AIF", "VOF", "Brain"]
+    ui.brainSegmentSelector.setCurrentSegmentID(segments["Brain"])
+    assert ui.aifSegmentSelector.segmentIDs == [segments[n] for n in ("AIF", "VOF", "Brain")]
     params = widget.parametersFromUi()
-    assert (params.aif_segment, params.vof_segment, params.brain_segment) == ("AIF", "VOF", "Brain")
-    widget.onUpdateCurves()
+    assert (params.aif_segment, params.vof_segment, params.brain_segment) == (segments["AIF"], segments["VOF"],
+                                                                              segments["Brain"])
+    fake_slicer_app.run_timers()
     assert ui.curvesStatusLabel.text.startswith(f"AIF: {int(phantom.aif_mask.sum())} voxel(s)")
     assert fake_slicer_app.charts
     ui.suggestAifButton.click()
     assert ui.aifSelector.currentNode().GetName() == "AIF candidates"
+    assert not ui.aifSegmentSelector.visible and widget.parametersFromUi().aif_segment == ""
     ui.aifSelector.setCurrentNode(nodes["segmentation"])
+    ui.aifSegmentSelector.setCurrentSegmentID(segments["AIF"])
     ui.applyButton.click()
     assert ui.statusLabel.text.startswith("Done: cbf")
     assert ui.volumesTableView.table is not None
     assert widget.parameterNode.GetSingletonTag() == "PerfusionNet"  # not the base class's "ScriptedLoadableModule"
     assert widget.parameterNode.GetAttribute("ModuleName") == "PerfusionNet"
     stored = loaded.PerfusionNetParameters.read(widget.parameterNode)
-    assert stored.dsc_node_id == nodes["sequence"].GetID() and stored.vof_segment == "VOF"
-    # a new widget restores the parameters from the parameter node
+    assert stored.dsc_node_id == nodes["sequence"].GetID() and stored.vof_segment == segments["VOF"]
+    # a new widget (the scene saved and reopened) shows the parameters of the parameter node
     again = make_widget(loaded, "PerfusionNet")
-    again.parameterNode = widget.parameterNode
-    again.uiFromParameters(stored)
     assert again.parametersFromUi() == stored
+    widget.cleanup()
+    again.cleanup()
 
 
 @pytest.mark.parametrize("module", ["NeuroContrast", "PerfusionNet", "ReaderStudy"])
@@ -289,6 +294,7 @@ def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypat
     assert composites["Red"].GetBackgroundVolumeID() == nodes["t1c"].GetID()
     assert layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView]
     assert not os.path.exists(work_dir)
+    widget.cleanup()
 
 
 def test_virtualgadolinium_state_is_saved_with_the_scene_and_the_logic_is_injected(fake_slicer_app, mrml_scene,

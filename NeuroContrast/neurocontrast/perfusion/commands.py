@@ -51,6 +51,8 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
                         "FWHM in mm (default 5; 0 = none)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print 'PROGRESS <fraction> <message>' lines instead of a bar (for the Slicer module)")
     p.set_defaults(func=cmd_perfusion)
 
     p = top.add_parser("phantom", help="write the digital DSC phantom with its ground truth",
@@ -105,9 +107,11 @@ def _phantom_options(p: argparse.ArgumentParser) -> None:
                    help="dispersion time constant in the hypoperfused territory, s (default 0: none)")
 
 
-def _progress(description: str, disable: bool):
-    from neurocontrast.progress import tqdm_progress
+def _progress(description: str, disable: bool, lines: bool = False):
+    from neurocontrast.progress import progress_lines, tqdm_progress
 
+    if lines:
+        return progress_lines()
     return tqdm_progress(description, disable=disable or not sys.stderr.isatty())
 
 
@@ -151,7 +155,7 @@ def cmd_perfusion(args) -> int:
         params["ssvd_threshold"] = args.ssvd_threshold
     if args.tikhonov_lambda is not None:
         params["lambda_"] = args.tikhonov_lambda
-    with _progress(f"perfusion ({args.method})", args.no_progress) as progress:
+    with _progress(f"perfusion ({args.method})", args.no_progress, getattr(args, "progress_lines", False)) as progress:
         result = run_perfusion(dsc, aif_mask, vof_mask, brain_mask, aif="auto" if args.aif == "auto" else "mask",
                                method=args.method, core_mask=core_mask, smoothing_fwhm_mm=args.smoothing_fwhm,
                                progress=progress, **params)
