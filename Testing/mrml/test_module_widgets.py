@@ -352,3 +352,167 @@ def test_virtualgadolinium_state_is_saved_with_the_scene_and_the_logic_is_inject
     assert widget.parameterNode is not None
     widget.cleanup()
     again.cleanup()
+
+
+# ----------------------------------------------------------------------------------------- PerfusionNet editing
+
+def _paint(segmentation, segment_id, mask, reference, scene):
+    """Write ``mask`` into an existing segment as an editor effect does (fires the segmentation's real events)."""
+    import vtk
+    from NeuroContrastLib import mrml
+
+    label = mrml.volume_node_from_array(mask.astype(np.uint8), mrml.geometry_from_volume_node(reference), "stroke",
+                                        scene, class_name="vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label, segmentation, ids)
+    mrml.remove_node(label, scene)
+
+
+def test_perfusionnet_dsc_picker_takes_a_multivolume(fake_slicer_app):
+    """The DICOM module gives many DSC series as a vtkMRMLMultiVolumeNode (a scalar-volume subclass): the picker
+    must list it, as the tooltip, the docs and mrml.series_from_sequence_node promise."""
+    widget = make_widget(load_module_file("PerfusionNet"), "PerfusionNet")
+    picker = widget.ui.dscSelector
+    assert picker.accepts("vtkMRMLMultiVolumeNode") and picker.accepts("vtkMRMLSequenceNode")
+    assert not picker.accepts("vtkMRMLScalarVolumeNode")  # a 3D volume is no DSC series
+    widget.cleanup()
+
+
+def test_perfusionnet_curves_follow_real_edit_events_debounced(fake_slicer_app, mrml_scene, phantom):
+    """Moving a point, adding a segment or painting fires PointModified / SegmentAdded / SegmentModified (not
+    Modified): the curves update once after a burst of edits, and the segment lists follow new segments."""
+    from NeuroContrastLib import mrml
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    widget = make_widget(load_module_file("PerfusionNet"), "PerfusionNet")
+    ui, app = widget.ui, fake_slicer_app
+    updates = []
+    real_update = widget.logic.update_curves
+    widget.logic.update_curves = lambda params: updates.append(params) or real_update(params)
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF points")
+    aif_voxels = np.argwhere(phantom.aif_mask)
+    first = mrml.zyx_to_ras(reference, aif_voxels[:1])[0]
+    points.AddControlPoint(*first)
+    ui.aifSelector.setCurrentNode(points)
+    app.run_timers()
+    assert len(updates) == 1 and ui.curvesStatusLabel.text.startswith("AIF: 1 voxel(s)")
+    for position in mrml.zyx_to_ras(reference, aif_voxels[1:6]):  # the user drags the point over 5 voxels
+        points.SetNthControlPointPosition(0, *position)
+    assert widget.curvesTimer.isActive() and len(updates) == 1
+    app.run_timers()
+    assert len(updates) == 2  # one update for the whole drag
+    points.AddControlPoint(*mrml.zyx_to_ras(reference, aif_voxels[:1])[0])
+    app.run_timers()
+    assert len(updates) == 3 and ui.curvesStatusLabel.text.startswith("AIF: 2 voxel(s)")
+    # a segmentation whose VOF segment is created after it was selected
+    segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    ui.vofSelector.setCurrentNode(segmentation)
+    assert ui.vofSegmentSelector.segmentIDs == []
+    vof_id = segmentation.GetSegmentation().AddEmptySegment("VOF", "VOF")
+    assert ui.vofSegmentSelector.segmentIDs == [vof_id] and widget.parametersFromUi().vof_segment == vof_id
+    app.run_timers()
+    _paint(segmentation, vof_id, phantom.vof_mask, reference, mrml_scene)
+    assert widget.curvesTimer.isActive()
+    app.run_timers()
+    assert ui.curvesStatusLabel.text.endswith(f"VOF: {int(phantom.vof_mask.sum())} voxel(s)")
+    ui.vofSelector.setCurrentNode(None)  # no longer observed
+    app.run_timers()
+    _paint(segmentation, vof_id, phantom.aif_mask, reference, mrml_scene)
+    assert not widget.curvesTimer.isActive()
+    widget.cleanup()
+
+
+def test_perfusionnet_paint_aif_in_the_segment_editor(fake_slicer_app, mrml_scene, phantom):
+    """"Paint AIF / VOF": a new AIF/VOF segmentation on the DSC grid and the bolus-peak frame go to the Segment
+    Editor; the strokes painted there update the curves and the AIF quality figures; MinIP is offered too."""
+    from NeuroContrastLib import mrml
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+    from PerfusionNetLib.delineation import bolus_images
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    widget = make_widget(load_module_file("PerfusionNet"), "PerfusionNet")
+    ui, app = widget.ui, fake_slicer_app
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    ui.editSegmentsButton.click()
+    assert app.modules_selected == ["SegmentEditor"]
+    segmentation, source = app.segment_editor.segmentation, app.segment_editor.source
+    assert segmentation.GetName() == "DSCPhantom AIF/VOF" and ui.aifSelector.currentNode() is segmentation
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)]
+    assert names == ["AIF", "VOF"]
+    peak, peak_frame, minip = bolus_images(phantom.signal)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(source), peak_frame)
+    assert 0 < peak < phantom.signal.shape[0] - 1 and np.all(minip <= peak_frame)
+    params = widget.parametersFromUi()
+    assert params.aif_segment != params.vof_segment
+    _paint(segmentation, params.aif_segment, phantom.aif_mask, reference, mrml_scene)
+    _paint(segmentation, params.vof_segment, phantom.vof_mask, reference, mrml_scene)
+    app.run_timers()
+    text = ui.curvesStatusLabel.text
+    assert text.startswith(f"AIF: {int(phantom.aif_mask.sum())} voxel(s), peak") and "FWHM" in text, text
+    ui.delineationSourceComboBox.setCurrentIndex(ui.delineationSourceComboBox.findData("minip"))
+    ui.editSegmentsButton.click()  # the same segmentation again, now on the MinIP
+    assert app.segment_editor.segmentation is segmentation
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(app.segment_editor.source), minip)
+    widget.cleanup()
+
+
+def test_perfusionnet_network_runs_in_the_background_and_can_be_cancelled(fake_slicer_app, mrml_scene, phantom):
+    """ST-Net does not run inside Slicer's process: Apply starts the `neurocontrast perfusion` command through
+    the injected runner, the poll shows its progress, Cancel terminates it; the scene close cancels too."""
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+    from PerfusionNetLib.network_job import NetworkJob
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    commands, runners = [], []
+
+    class FakeRunner:
+        def __init__(self):
+            self.cancelled = False
+
+        def poll(self):
+            return {"running": not self.cancelled, "returncode": -15 if self.cancelled else None, "fraction": 0.25,
+                    "message": "ST-Net slab 1/4", "error": "cancelled" if self.cancelled else "", "output": ""}
+
+        def wait(self, timeout=None):
+            return self.poll()
+
+        def cancel(self):
+            self.cancelled = True
+
+    def factory(command, env):
+        commands.append(command)
+        runners.append(FakeRunner())
+        return runners[-1]
+
+    loaded = load_module_file("PerfusionNet")
+    logic = loaded.PerfusionNetLogic(mrml_scene)
+    widget = make_widget(loaded, "PerfusionNet", logic=logic, networkJob=NetworkJob(logic, runner_factory=factory))
+    ui = widget.ui
+    if ui.methodComboBox.findData("stnet") < 0:
+        pytest.skip("ST-Net is not registered in this build")  # pragma: no cover
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    for selector, picker, name in ((ui.aifSelector, ui.aifSegmentSelector, "AIF"),
+                                   (ui.vofSelector, ui.vofSegmentSelector, "VOF"),
+                                   (ui.brainSelector, ui.brainSegmentSelector, "Brain")):
+        selector.setCurrentNode(nodes["segmentation"])
+        picker.setCurrentSegmentID(nodes["segments"][name])
+    ui.methodComboBox.currentIndex = ui.methodComboBox.findData("stnet")
+    ui.applyButton.click()
+    command = commands[0]
+    assert command[3:5] == ["perfusion", command[4]] and command[command.index("--method") + 1] == "stnet"
+    assert "--progress-lines" in command and "--aif-mask" in command and "--brain-mask" in command
+    assert widget.pollTimer.isActive() and ui.applyButton.text == "Cancel"
+    fake_slicer_app.run_timers()
+    assert ui.statusLabel.text == "25 % ST-Net slab 1/4"
+    ui.applyButton.click()  # Cancel
+    assert runners[0].cancelled
+    with pytest.raises(Exception, match="cancelled"):
+        fake_slicer_app.run_timers()  # the poll sees the end; the error dialog (re-raised here) says cancelled
+    assert ui.applyButton.text == "Apply" and widget.networkJob.work_dir is None  # exported images removed
+    widget.cleanup()
