@@ -370,3 +370,41 @@ def test_aif_and_vof_on_the_same_voxels_are_refused(mrml_scene, loaded):
     _, params = loaded
     with pytest.raises(NeuroContrastError, match="AIF and VOF cover exactly the same voxels"):
         PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, vof_segment="AIF"))
+
+
+# ----------------------------------------------------------------------------------------- background process
+
+def test_network_job_runs_the_command_line_in_a_subprocess(mrml_scene, loaded, phantom, monkeypatch):
+    """The background path end to end with the real subprocess (oSVD here, so that it takes seconds; ST-Net
+    and the Tmax net go the same way): exported series and masks, `neurocontrast perfusion --progress-lines`,
+    maps imported on the DSC grid with the module's display, the Tmax > 6 s region, temporary files removed."""
+    import sys
+
+    from NeuroContrastLib.runner import CommandRunner
+    from PerfusionNetLib.network_job import NetworkJob
+
+    monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
+    nodes, params = loaded
+    logic = PerfusionNetLogic(mrml_scene)
+    job = NetworkJob(logic)
+    runner = job.start(params)
+    assert isinstance(runner, CommandRunner)
+    work_dir = job.work_dir
+    status = runner.wait(timeout=300)
+    assert status["returncode"] == 0, status["output"]
+    assert status["fraction"] == 1.0  # the PROGRESS lines reached the runner
+    outputs = job.finish()
+    import dataclasses
+
+    in_process = PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, output_prefix="in process"))
+    for name in ("cbf", "tmax"):
+        node = outputs.map_nodes[name]
+        assert mrml.geometry_from_volume_node(node).same_as(phantom.geometry)
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(node),
+                                   slicer.util.arrayFromVolume(in_process.map_nodes[name]), rtol=1e-5, atol=1e-5)
+    assert_clinical_display(outputs.map_nodes, phantom.brain_mask)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Tmax > 6 s", reference),
+                                  in_process.result.hypoperfusion.masks[6.0])
+    import os
+    assert not os.path.exists(work_dir)
