@@ -174,7 +174,8 @@ def test_readerstudy_widget_observers_and_marks(fake_slicer_app, monkeypatch, mr
         return types.SimpleNamespace(sliceLogic=lambda: logic, mrmlSliceNode=lambda: slice_nodes[name])
 
     monkeypatch.setattr(slicer.app, "layoutManager", lambda: types.SimpleNamespace(
-        setLayout=layouts.append, sliceWidget=slice_widget), raising=False)
+        setLayout=layouts.append, sliceWidget=slice_widget, sliceViewNames=lambda: list(slice_nodes)),
+        raising=False)
     probe = []
     monkeypatch.setattr(slicer.util, "mainWindow", lambda: None)
     monkeypatch.setattr(slicer.util, "findChild", lambda parent, name: types.SimpleNamespace(setVisible=probe.append))
@@ -226,7 +227,9 @@ def test_readerstudy_widget_observers_and_marks(fake_slicer_app, monkeypatch, mr
         ui.deleteLesionButton.click()
         assert ui.lesionTable.rowCount == 0
         assert count("vtkMRMLMarkupsLineNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == displays
+        assert FakeSettings.store["DataProbe/sliceViewAnnotations.enabled"] == "0"  # blinded while reading
         ui.logoutButton.click()
+    assert "DataProbe/sliceViewAnnotations.enabled" not in FakeSettings.store  # the reader's own (none) is back
     assert view_handlers() == 0 and probe == [False, True]
     assert count("vtkMRMLScalarVolumeNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == 0
     widget.cleanup()
@@ -516,3 +519,48 @@ def test_perfusionnet_network_runs_in_the_background_and_can_be_cancelled(fake_s
         fake_slicer_app.run_timers()  # the poll sees the end; the error dialog (re-raised here) says cancelled
     assert ui.applyButton.text == "Apply" and widget.networkJob.work_dir is None  # exported images removed
     widget.cleanup()
+
+
+def test_readerstudy_short_axis_in_the_view_the_long_axis_was_drawn_in(fake_slicer_app, monkeypatch, mrml_scene,
+                                                                       tmp_path):
+    """A long axis drawn in the sagittal Yellow view gets its short axis in the sagittal plane (it used to take
+    the Red view's axial plane always); the study folder and reader come back from the parameter node."""
+    from neurocontrast.readerstudy.synthetic import make_synthetic_study
+
+    make_synthetic_study(tmp_path / "study", n_cases=2, seed=3)
+    for cls in ("vtkMRMLSelectionNode", "vtkMRMLInteractionNode"):
+        node = getattr(slicer, cls)()
+        node.SetSingletonTag("Singleton")
+        mrml_scene.AddNode(node)
+    slice_nodes = {name: mrml_scene.AddNewNodeByClass("vtkMRMLSliceNode") for name in ("Red", "Yellow")}
+    slice_nodes["Yellow"].SetSliceToRASByNTP(1, 0, 0, 0, 1, 0, 4.0, 0, 0, 0)  # sagittal through R = 4 mm
+    composites = {name: mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for name in slice_nodes}
+
+    def slice_widget(name):
+        logic = types.SimpleNamespace(GetSliceCompositeNode=lambda: composites[name], FitSliceToAll=lambda: None)
+        return types.SimpleNamespace(sliceLogic=lambda: logic, mrmlSliceNode=lambda: slice_nodes[name])
+
+    monkeypatch.setattr(slicer.app, "layoutManager", lambda: types.SimpleNamespace(
+        setLayout=lambda layout: None, sliceWidget=slice_widget, sliceViewNames=lambda: list(slice_nodes)),
+        raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: None)
+    monkeypatch.setattr(slicer.util, "findChild", lambda parent, name: types.SimpleNamespace(setVisible=lambda v: 0))
+    loaded = load_module_file("ReaderStudy")
+    widget = make_widget(loaded, "ReaderStudy")
+    ui = widget.ui
+    ui.studyFolderLineEdit.text, ui.readerLineEdit.text = str(tmp_path / "study"), "R2"
+    ui.loginButton.click()
+    ui.openNextButton.click()
+    ui.addLesionButton.click()
+    widget.pendingLine.AddControlPointWorld(4.0, -6.0, 10.0)  # in the Yellow (sagittal) plane only
+    widget.pendingLine.AddControlPointWorld(4.0, 6.0, 10.0)
+    fake_slicer_app.run_deferred()
+    long_node, short_node = next(iter(widget.logic.lesion_nodes.values()))
+    short = np.array([short_node.GetNthControlPointPositionWorld(i) for i in range(2)])
+    assert np.allclose(short[:, 0], 4.0)  # stays in the sagittal plane (axial would move along R)
+    assert np.allclose(np.abs(short[1] - short[0]), (0.0, 0.0, 6.0))  # perpendicular, half the long axis
+    ui.logoutButton.click()
+    widget.cleanup()
+    again = make_widget(loaded, "ReaderStudy")  # the scene reopened
+    assert (again.ui.studyFolderLineEdit.text, again.ui.readerLineEdit.text) == (str(tmp_path / "study"), "R2")
+    again.cleanup()
