@@ -408,3 +408,38 @@ def test_network_job_runs_the_command_line_in_a_subprocess(mrml_scene, loaded, p
                                   in_process.result.hypoperfusion.masks[6.0])
     import os
     assert not os.path.exists(work_dir)
+
+
+def test_an_svd_apply_never_imports_torch(tmp_path):
+    """Apply with oSVD (settings put in effect, methods listed, maps computed and shown) must not import torch:
+    seconds and hundreds of MB for nothing. Run in a fresh interpreter, where nothing imported it before."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, slicer
+scene = slicer.vtkMRMLScene(); slicer.mrmlScene = scene
+for name in ("vtkSlicerColorLogic", "vtkSlicerMarkupsLogic", "vtkSlicerSequencesLogic", "vtkSlicerSegmentationsModuleLogic", "vtkSlicerTablesLogic", "vtkSlicerPlotsLogic"):
+    logic = getattr(slicer, name)(); logic.SetMRMLScene(scene); globals()[name] = logic
+from NeuroContrastLib.sampledata import load_dsc_phantom, phantom_options_for_tests
+from NeuroContrastLib.settings import NeuroContrastSettings
+from PerfusionNetLib.logic import PerfusionNetLogic, PerfusionNetParameters, available_methods
+from PerfusionNetLib.network_job import runs_in_background
+nodes = load_dsc_phantom(scene, **phantom_options_for_tests())
+seg, ids = nodes["segmentation"], nodes["segments"]
+NeuroContrastSettings().apply(environ={})
+methods = available_methods()
+params = PerfusionNetParameters(dsc_node_id=nodes["sequence"].GetID(), aif_node_id=seg.GetID(), aif_segment=ids["AIF"],
+                                vof_node_id=seg.GetID(), vof_segment=ids["VOF"], brain_node_id=seg.GetID(),
+                                brain_segment=ids["Brain"], method="osvd")
+assert not runs_in_background("osvd") and runs_in_background("stnet")
+PerfusionNetLogic(scene).run(params)
+print("torch imported:", "torch" in sys.modules)
+"""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(repo, d) for d in ("NeuroContrast", "PerfusionNet")] + [os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch imported: False" in out.stdout
