@@ -10,6 +10,8 @@ The MRML scene, the logic and the core stay real (``slicer-core``); what the whe
 - every ``connect("signal(args)")`` is checked against :data:`QT_SIGNALS`, the signals that exist in both
   Qt 5.15 and Qt 6 (Slicer's main branch builds with Qt 6.8); Qt 5-only overloads such as
   ``QButtonGroup.buttonClicked(int)`` or ``QComboBox.currentIndexChanged(QString)`` fail with the reason;
+- MRML widgets get the scene only along the .ui's ``mrmlSceneChanged`` → ``setMRMLScene`` connections, as in
+  Slicer; a picker without the scene lists and selects nothing;
 - node pickers (``qMRMLNodeComboBox``) honour ``nodeTypes`` through the real class hierarchy of the
   ``slicer-core`` classes (plus :data:`LOADABLE_MODULE_CLASSES` for classes of Slicer's loadable modules that
   the wheel lacks): a node of another type cannot be selected, as in Slicer;
@@ -428,7 +430,9 @@ class FakeNodeComboBox(FakeObject):
 
     def nodes(self) -> list:
         """The scene's nodes this combo box lists."""
-        scene = self.scene or slicer.mrmlScene
+        scene = self.scene
+        if scene is None:
+            return []
         found = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
         return [n for n in found if self.accepts(n.GetClassName()) and (self.showHidden or not n.GetHideFromEditors())]
 
@@ -439,8 +443,9 @@ class FakeNodeComboBox(FakeObject):
         return self._node.GetID() if self._node is not None else ""
 
     def setCurrentNode(self, node):  # noqa: N802
-        """As Slicer: a node the combo box does not list cannot become current (the selection is cleared)."""
-        if node is not None and not self.accepts(node.GetClassName()):
+        """As Slicer: a node the combo box does not list cannot become current (the selection is cleared); a
+        combo box that never got the scene (no ``mrmlSceneChanged`` → ``setMRMLScene`` connection) lists none."""
+        if node is not None and (self.scene is None or not self.accepts(node.GetClassName())):
             node = None
         if node is not self._node:
             self._node = node
@@ -448,7 +453,7 @@ class FakeNodeComboBox(FakeObject):
             self.emit("currentNodeChanged(bool)", node is not None)
 
     def setCurrentNodeID(self, node_id):  # noqa: N802
-        self.setCurrentNode((self.scene or slicer.mrmlScene).GetNodeByID(node_id) if node_id else None)
+        self.setCurrentNode(self.scene.GetNodeByID(node_id) if node_id and self.scene is not None else None)
 
     def setMRMLScene(self, scene):  # noqa: N802
         self.scene = scene
@@ -474,8 +479,8 @@ class FakeSegmentSelector(FakeObject):
         return self._node
 
     def setCurrentNode(self, node):  # noqa: N802
-        if node is not None and not node.IsA("vtkMRMLSegmentationNode"):
-            node = None
+        if node is not None and (self.scene is None or not node.IsA("vtkMRMLSegmentationNode")):
+            node = None  # its segmentation combo box lists nothing without the scene
         if node is self._node:
             return
         for tag in self._tags:
@@ -619,6 +624,11 @@ def fake_ui(ui_path) -> FakeContainer:
         widgets[element.get("name")] = widget
     top = widgets[root.find("widget").get("name")]
     object.__setattr__(top, "widgets", widgets)
+    # as in Designer files: the top qMRMLWidget passes the scene on only along its <connections>
+    receivers = [widgets[c.findtext("receiver")] for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)" and c.findtext("receiver") in widgets]
+    object.__setattr__(top, "setMRMLScene", lambda scene: [r.setMRMLScene(scene) for r in receivers])
     return top
 
 

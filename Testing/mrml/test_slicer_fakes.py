@@ -38,16 +38,20 @@ def test_node_types_follow_the_class_hierarchy(mrml_scene):
     assert not accepts(["vtkMRMLVectorVolumeNode"], "vtkMRMLMultiVolumeNode")
     combo = FakeNodeComboBox("c")
     combo.nodeTypes = ["vtkMRMLSegmentationNode"]
+    combo.setCurrentNode(mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode"))
+    assert combo.currentNode() is None  # no scene yet: a combo box without the scene lists nothing
+    combo.setMRMLScene(mrml_scene)
     combo.setCurrentNode(mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode"))
     assert combo.currentNode() is None  # Slicer cannot select a node the combo box does not list
     segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     combo.setCurrentNode(segmentation)
-    assert combo.currentNode() is segmentation and combo.nodes() == [segmentation]
+    assert combo.currentNode() is segmentation and segmentation in combo.nodes()
 
 
 def test_segment_selector_follows_real_segment_events(mrml_scene):
     segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     selector = FakeSegmentSelector("s")
+    selector.setMRMLScene(mrml_scene)
     selector.setCurrentNode(segmentation)
     assert selector.segmentIDs == [] and selector.currentSegmentID() == ""
     added = segmentation.GetSegmentation().AddEmptySegment("AIF", "AIF")
@@ -59,3 +63,15 @@ def test_segment_selector_follows_real_segment_events(mrml_scene):
 def test_every_ui_widget_class_has_a_fake():
     for ui in sorted(slicer_fakes.REPO.glob("*/Resources/UI/*.ui")):
         assert slicer_fakes.fake_ui(ui).widgets
+
+
+def test_mrml_widgets_get_the_scene_only_along_the_ui_connections(tmp_path, mrml_scene):
+    ui = tmp_path / "T.ui"
+    ui.write_text("""<ui version="4.0"><widget class="qMRMLWidget" name="T"><layout class="QVBoxLayout" name="l">
+<item><widget class="qMRMLNodeComboBox" name="connected"/></item>
+<item><widget class="qMRMLNodeComboBox" name="forgotten"/></item></layout></widget>
+<connections><connection><sender>T</sender><signal>mrmlSceneChanged(vtkMRMLScene*)</signal>
+<receiver>connected</receiver><slot>setMRMLScene(vtkMRMLScene*)</slot></connection></connections></ui>""")
+    top = slicer_fakes.fake_ui(ui)
+    top.setMRMLScene(mrml_scene)
+    assert top.widgets["connected"].scene is mrml_scene and top.widgets["forgotten"].scene is None
