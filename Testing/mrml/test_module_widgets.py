@@ -564,3 +564,28 @@ def test_readerstudy_short_axis_in_the_view_the_long_axis_was_drawn_in(fake_slic
     again = make_widget(loaded, "ReaderStudy")  # the scene reopened
     assert (again.ui.studyFolderLineEdit.text, again.ui.readerLineEdit.text) == (str(tmp_path / "study"), "R2")
     again.cleanup()
+
+
+def test_perfusionnet_follows_its_parameter_node_and_the_scene_close(fake_slicer_app, mrml_scene, phantom):
+    """A script (or a loaded scene) that edits the parameter node updates the panel; closing the scene drops
+    the observers and the next scene gets a fresh parameter node."""
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    loaded = load_module_file("PerfusionNet")
+    widget = make_widget(loaded, "PerfusionNet")
+    node = widget.parameterNode
+    params = loaded.PerfusionNetParameters(dsc_node_id=nodes["sequence"].GetID(), method="tikhonov",
+                                           tikhonov_lambda=0.3, aif_node_id=nodes["segmentation"].GetID(),
+                                           aif_segment="VOF")
+    params.write(node)
+    ui = widget.ui
+    assert ui.dscSelector.currentNode() is nodes["sequence"] and ui.methodComboBox.currentData == "tikhonov"
+    assert ui.tikhonovLambdaSpinBox.value == pytest.approx(0.3)
+    assert ui.aifSegmentSelector.currentSegmentID() == nodes["segments"]["VOF"]  # a name resolves to its ID
+    mrml_scene.InvokeEvent(mrml_scene.StartCloseEvent)
+    assert widget.parameterNode is None
+    assert not [o for o in widget.Observations if o[2] == widget.onCurveInputModified]
+    mrml_scene.InvokeEvent(mrml_scene.EndCloseEvent)
+    assert widget.parameterNode is not None
+    widget.cleanup()
