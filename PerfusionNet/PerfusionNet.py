@@ -84,7 +84,8 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                (self.ui.osvdOiSpinBox, "valueChanged(double)"),
                                (self.ui.svdThresholdSpinBox, "valueChanged(double)"),
                                (self.ui.tikhonovLambdaSpinBox, "valueChanged(double)"),
-                               (self.ui.trSpinBox, "valueChanged(double)"), (self.ui.teSpinBox, "valueChanged(double)")):
+                               (self.ui.trSpinBox, "valueChanged(double)"),
+                               (self.ui.teSpinBox, "valueChanged(double)")):
             widget.connect(signal, self.onGuiChanged)
         self.ui.updateCurvesButton.connect("clicked()", self.onUpdateCurves)
         self.ui.suggestAifButton.connect("clicked()", self.onSuggestAif)

@@ -136,7 +136,8 @@ def _selected_segmentation(scene, params) -> Optional[object]:
 def curves_summary(curves) -> str:
     """The status line under the curves: voxel counts and the AIF quality figures (peak, time to peak, FWHM,
     SNR; ``aif.aif_quality``) of ``Curves``, ``nan`` where a figure is unavailable."""
-    quality = curves.aif_quality
-    return (f"AIF: {curves.aif_voxels} voxel(s), peak {quality.get('peak', float('nan')):.3g} {curves.unit}, "
-            f"TTP {quality.get('time_to_peak_s', float('nan')):.3g} s, FWHM {quality.get('fwhm_s', float('nan')):.3g} s, "
-            f"SNR {quality.get('snr', float('nan')):.3g}; VOF: {curves.vof_voxels} voxel(s)")
+    nan = float("nan")
+    q = curves.aif_quality
+    return (f"AIF: {curves.aif_voxels} voxel(s), peak {q.get('peak', nan):.3g} {curves.unit}, "
+            f"TTP {q.get('time_to_peak_s', nan):.3g} s, FWHM {q.get('fwhm_s', nan):.3g} s, "
+            f"SNR {q.get('snr', nan):.3g}; VOF: {curves.vof_voxels} voxel(s)")
