@@ -51,7 +51,9 @@ class NetworkJob:
                                         "--tr", f"{dsc.tr_s:.6g}", "--progress-lines")
         if dsc.te_s:
             command += ["--te", f"{dsc.te_s:.6g}"]
-        if params.aif_mode == "auto":
+        if params.aif_mode == "auto" or "aif" not in inputs:
+            # an AIF-free method (the Tmax net) without AIF input: the command line still asks for an AIF
+            # source, and "auto" is the one that needs no input from the user
             command += ["--aif", "auto"]
         for role in ("aif", "vof", "brain", "core"):
             if role in inputs and not (role == "aif" and params.aif_mode == "auto"):
