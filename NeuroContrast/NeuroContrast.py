@@ -50,13 +50,17 @@ def _loadPhantom():
 
 
 class NeuroContrastWidget(ScriptedLoadableModuleWidget):
+    def __init__(self, parent=None, logic=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        self.logic = logic  # injected (tests, scripts) or made in setup() with Slicer's settings as its store
+
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/NeuroContrast.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = NeuroContrastLogic()
+        self.logic = self.logic or NeuroContrastLogic()
 
         self.ui.computeDeviceComboBox.addItems(["auto", "cpu", "cuda"])
         self.ui.guideLabel.setText(GUIDE_HTML)
@@ -96,7 +100,7 @@ class NeuroContrastWidget(ScriptedLoadableModuleWidget):
             settings.compute_device = self.ui.computeDeviceComboBox.currentText
             settings.threads = self.ui.threadsSpinBox.value
             settings.models_folder = self.ui.modelsFolderPathLineEdit.currentPath
-            applied = settings.apply()
+            applied = settings.apply(import_torch=True)  # shows the device torch will use
             self.ui.deviceStatusLabel.setText(f"Using {applied['device']}, {applied['threads']} thread(s)")
 
     def onOpenModelsFolder(self):

@@ -12,8 +12,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from PerfusionNetLib.logic import (METHOD_LABELS, PerfusionNetLogic, PerfusionNetParameters, available_methods,
-                                   segment_names)
+from PerfusionNetLib.delineation import (SOURCES, curve_input_events, curves_summary, prepare_delineation,
+                                         segment_id)
+from PerfusionNetLib.logic import METHOD_LABELS, PerfusionNetLogic, PerfusionNetParameters, available_methods
+from PerfusionNetLib.network_job import NetworkJob, runs_in_background
 
 
 class PerfusionNet(ScriptedLoadableModule):
@@ -29,11 +31,21 @@ class PerfusionNet(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Equations after Cao et al. (ST-Net), Østergaard 1996, Wu 2003, Mouridsen 2006."
 
 
+def moduleParameterNode():
+    """The module's parameter node (singleton tag "PerfusionNet", saved with the scene)."""
+    logic = ScriptedLoadableModuleLogic()
+    logic.moduleName = "PerfusionNet"  # the base class would name the node "ScriptedLoadableModule"
+    return logic.getParameterNode()
+
+
 class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, logic=None, networkJob=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self._observed = []
+        self.logic = logic  # injected (tests, scripts) or made in setup()
+        self.networkJob = networkJob
+        self.parameterNode = None
+        self.updatingGui = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -41,87 +53,152 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = PerfusionNetLogic()
-        parameterLogic = ScriptedLoadableModuleLogic()
-        parameterLogic.moduleName = "PerfusionNet"  # the base class would name the node "ScriptedLoadableModule"
-        self.parameterNode = parameterLogic.getParameterNode()
-        self.curvesTimer = qt.QTimer()
+        self.logic = self.logic or PerfusionNetLogic()
+        self.networkJob = self.networkJob or NetworkJob(self.logic)
+        self.curvesTimer = qt.QTimer()  # debounce: painting fires an event per stroke, dragging one per move
         self.curvesTimer.setSingleShot(True)
-        self.curvesTimer.setInterval(600)
+        self.curvesTimer.setInterval(500)
         self.curvesTimer.connect("timeout()", self.onUpdateCurves)
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(500)
+        self.pollTimer.connect("timeout()", self.onPoll)
 
         for method in available_methods():
             self.ui.methodComboBox.addItem(METHOD_LABELS.get(method, method), method)
-        self.segmentPickers = ((self.ui.aifSelector, self.ui.aifSegmentComboBox),
-                               (self.ui.vofSelector, self.ui.vofSegmentComboBox),
-                               (self.ui.brainSelector, self.ui.brainSegmentComboBox),
-                               (self.ui.coreSelector, self.ui.coreSegmentComboBox))
-        for selector, combo in self.segmentPickers:
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node, c=combo: self.onSelectorChanged(node, c))
-        self.ui.aifSegmentComboBox.connect("currentIndexChanged(int)", lambda i: self.curvesTimer.start())
-        self.ui.vofSegmentComboBox.connect("currentIndexChanged(int)", lambda i: self.curvesTimer.start())
+        for key, label in SOURCES.items():
+            self.ui.delineationSourceComboBox.addItem(label, key)
+        self.segmentPickers = ((self.ui.aifSelector, self.ui.aifSegmentSelector),
+                               (self.ui.vofSelector, self.ui.vofSegmentSelector),
+                               (self.ui.brainSelector, self.ui.brainSegmentSelector),
+                               (self.ui.coreSelector, self.ui.coreSegmentSelector))
+        for selector, segments in self.segmentPickers:
+            selector.connect("currentNodeChanged(vtkMRMLNode*)",
+                             lambda node, s=segments: self.onSelectorChanged(node, s))
+            segments.connect("currentSegmentChanged(QString)", self.onGuiChanged)
+        for selector in (self.ui.aifSegmentSelector, self.ui.vofSegmentSelector):
+            selector.connect("currentSegmentChanged(QString)", lambda segmentId: self.curvesTimer.start())
+        self.ui.dscSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onGuiChanged)
+        for widget, signal in ((self.ui.methodComboBox, "currentIndexChanged(int)"),
+                               (self.ui.autoAifCheckBox, "toggled(bool)"),
+                               (self.ui.outputPrefixLineEdit, "textChanged(QString)"),
+                               (self.ui.osvdOiSpinBox, "valueChanged(double)"),
+                               (self.ui.svdThresholdSpinBox, "valueChanged(double)"),
+                               (self.ui.tikhonovLambdaSpinBox, "valueChanged(double)"),
+                               (self.ui.trSpinBox, "valueChanged(double)"),
+                               (self.ui.teSpinBox, "valueChanged(double)")):
+            widget.connect(signal, self.onGuiChanged)
         self.ui.updateCurvesButton.connect("clicked()", self.onUpdateCurves)
         self.ui.suggestAifButton.connect("clicked()", self.onSuggestAif)
+        self.ui.editSegmentsButton.connect("clicked()", self.onEditSegments)
         self.ui.applyButton.connect("clicked()", self.onApply)
-        self.uiFromParameters(PerfusionNetParameters.read(self.parameterNode))
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setParameterNode(moduleParameterNode())
+
+    def enter(self):
+        """Back from the Segment Editor (or another module): show the curves of what was painted."""
+        self.curvesTimer.start()
 
     def cleanup(self):
+        self.curvesTimer.stop()
+        self.pollTimer.stop()
+        self.networkJob.cancel()
         self.removeObservers()
 
-    # -- parameters <-> ui
+    # -- parameter node (saved with the scene) <-> ui
+    def setParameterNode(self, node):
+        if self.parameterNode is not None:
+            self.removeObserver(self.parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.parameterNode = node
+        if node is not None:
+            self.uiFromParameters(PerfusionNetParameters.read(node))
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+
+    def onParameterNodeModified(self, caller=None, event=None):
+        if not self.updatingGui:
+            self.uiFromParameters(PerfusionNetParameters.read(self.parameterNode))
+
+    def onGuiChanged(self, *unused):
+        if not self.updatingGui and self.parameterNode is not None:
+            self.updatingGui = True
+            try:
+                self.parametersFromUi().write(self.parameterNode)
+            finally:
+                self.updatingGui = False
+
+    def onSceneStartClose(self, caller=None, event=None):
+        self.networkJob.cancel()
+        self.curvesTimer.stop()
+        self.setParameterNode(None)
+        self.observeCurveInputs()
+
+    def onSceneEndClose(self, caller=None, event=None):
+        self.setParameterNode(moduleParameterNode())
+
     def parametersFromUi(self):
         def nodeId(selector):
             node = selector.currentNode()
             return node.GetID() if node else ""
+
+        def segment(selector, segments):
+            node = selector.currentNode()
+            return segments.currentSegmentID() if node is not None and node.IsA("vtkMRMLSegmentationNode") else ""
+
+        ui = self.ui
         return PerfusionNetParameters(
-            dsc_node_id=nodeId(self.ui.dscSelector), aif_node_id=nodeId(self.ui.aifSelector),
-            aif_segment=self.ui.aifSegmentComboBox.currentText, vof_node_id=nodeId(self.ui.vofSelector),
-            vof_segment=self.ui.vofSegmentComboBox.currentText, brain_node_id=nodeId(self.ui.brainSelector),
-            brain_segment=self.ui.brainSegmentComboBox.currentText, core_node_id=nodeId(self.ui.coreSelector),
-            core_segment=self.ui.coreSegmentComboBox.currentText,
-            aif_mode="auto" if self.ui.autoAifCheckBox.checked else "mask",
-            method=self.ui.methodComboBox.currentData, osvd_oi=self.ui.osvdOiSpinBox.value,
-            svd_threshold=self.ui.svdThresholdSpinBox.value, tikhonov_lambda=self.ui.tikhonovLambdaSpinBox.value,
-            tr_s=self.ui.trSpinBox.value, te_s=self.ui.teSpinBox.value,
-            output_prefix=self.ui.outputPrefixLineEdit.text)
+            dsc_node_id=nodeId(ui.dscSelector), aif_node_id=nodeId(ui.aifSelector),
+            aif_segment=segment(ui.aifSelector, ui.aifSegmentSelector), vof_node_id=nodeId(ui.vofSelector),
+            vof_segment=segment(ui.vofSelector, ui.vofSegmentSelector), brain_node_id=nodeId(ui.brainSelector),
+            brain_segment=segment(ui.brainSelector, ui.brainSegmentSelector), core_node_id=nodeId(ui.coreSelector),
+            core_segment=segment(ui.coreSelector, ui.coreSegmentSelector),
+            aif_mode="auto" if ui.autoAifCheckBox.checked else "mask",
+            method=ui.methodComboBox.currentData, osvd_oi=ui.osvdOiSpinBox.value,
+            svd_threshold=ui.svdThresholdSpinBox.value, tikhonov_lambda=ui.tikhonovLambdaSpinBox.value,
+            tr_s=ui.trSpinBox.value, te_s=ui.teSpinBox.value, output_prefix=ui.outputPrefixLineEdit.text)
 
     def uiFromParameters(self, params):
-        scene = slicer.mrmlScene
-        for selector, nodeId in ((self.ui.dscSelector, params.dsc_node_id), (self.ui.aifSelector, params.aif_node_id),
-                                 (self.ui.vofSelector, params.vof_node_id), (self.ui.brainSelector, params.brain_node_id),
-                                 (self.ui.coreSelector, params.core_node_id)):
-            if nodeId and scene.GetNodeByID(nodeId):
-                selector.setCurrentNode(scene.GetNodeByID(nodeId))
-        self.ui.autoAifCheckBox.checked = params.aif_mode == "auto"
-        index = self.ui.methodComboBox.findData(params.method)
-        self.ui.methodComboBox.currentIndex = max(0, index)
-        self.ui.osvdOiSpinBox.value = params.osvd_oi
-        self.ui.svdThresholdSpinBox.value = params.svd_threshold
-        self.ui.tikhonovLambdaSpinBox.value = params.tikhonov_lambda
-        self.ui.trSpinBox.value = params.tr_s
-        self.ui.teSpinBox.value = params.te_s
-        self.ui.outputPrefixLineEdit.text = params.output_prefix
-        for combo, segment in ((self.ui.aifSegmentComboBox, params.aif_segment),
-                               (self.ui.vofSegmentComboBox, params.vof_segment),
-                               (self.ui.brainSegmentComboBox, params.brain_segment),
-                               (self.ui.coreSegmentComboBox, params.core_segment)):
-            if segment and combo.findText(segment) >= 0:
-                combo.currentIndex = combo.findText(segment)
+        scene, ui = slicer.mrmlScene, self.ui
+        self.updatingGui = True
+        try:
+            for selector, nodeId in ((ui.dscSelector, params.dsc_node_id), (ui.aifSelector, params.aif_node_id),
+                                     (ui.vofSelector, params.vof_node_id), (ui.brainSelector, params.brain_node_id),
+                                     (ui.coreSelector, params.core_node_id)):
+                selector.setCurrentNode(scene.GetNodeByID(nodeId) if nodeId else None)
+            ui.autoAifCheckBox.checked = params.aif_mode == "auto"
+            ui.methodComboBox.currentIndex = max(0, ui.methodComboBox.findData(params.method))
+            ui.osvdOiSpinBox.value = params.osvd_oi
+            ui.svdThresholdSpinBox.value = params.svd_threshold
+            ui.tikhonovLambdaSpinBox.value = params.tikhonov_lambda
+            ui.trSpinBox.value = params.tr_s
+            ui.teSpinBox.value = params.te_s
+            ui.outputPrefixLineEdit.text = params.output_prefix
+            for (selector, segments), chosen in zip(self.segmentPickers, (params.aif_segment, params.vof_segment,
+                                                                          params.brain_segment, params.core_segment)):
+                segments.setCurrentSegmentID(segment_id(selector.currentNode(), chosen))
+        finally:
+            self.updatingGui = False
 
     # -- live curves
-    def onSelectorChanged(self, node, combo):
-        combo.clear()
-        combo.addItems(segment_names(node))
-        for observed in self._observed:
-            self.removeObserver(observed, vtk.vtkCommand.ModifiedEvent, self.onCurveNodeModified)
-        self._observed = list({n.GetID(): n for n in (self.ui.aifSelector.currentNode(),
-                                                      self.ui.vofSelector.currentNode()) if n}.values())
-        for observed in self._observed:
-            self.addObserver(observed, vtk.vtkCommand.ModifiedEvent, self.onCurveNodeModified)
+    def onSelectorChanged(self, node, segments):
+        isSegmentation = node is not None and node.IsA("vtkMRMLSegmentationNode")
+        segments.setCurrentNode(node if isSegmentation else None)  # the selector follows its segments itself
+        segments.visible = isSegmentation
+        self.observeCurveInputs()
+        self.onGuiChanged()
         self.curvesTimer.start()
 
-    def onCurveNodeModified(self, caller=None, event=None):
-        self.curvesTimer.start()
+    def observeCurveInputs(self):
+        """Observe the edit events of the AIF and VOF inputs (points added/moved/removed, segments
+        added/renamed/removed/painted), each node once."""
+        self.removeObservers(self.onCurveInputModified)
+        nodes = {n.GetID(): n for n in (self.ui.aifSelector.currentNode(), self.ui.vofSelector.currentNode())
+                 if n is not None and self.parameterNode is not None}
+        for node in nodes.values():
+            for event in curve_input_events(node):
+                self.addObserver(node, event, self.onCurveInputModified)
+
+    def onCurveInputModified(self, caller=None, event=None):
+        self.curvesTimer.start()  # restarts a running timer: one update after the edits stop
 
     def onUpdateCurves(self):
         params = self.parametersFromUi()
@@ -137,16 +214,30 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                               "press Apply or Install in the NeuroContrast module.")
             return
         slicer.modules.plots.logic().ShowChartInLayout(chart)
-        quality = curves.aif_quality
-        self.ui.curvesStatusLabel.setText(
-            f"AIF: {curves.aif_voxels} voxel(s), peak {quality.get('peak', float('nan')):.3g} {curves.unit}, "
-            f"TTP {quality.get('time_to_peak_s', float('nan')):.3g} s, FWHM {quality.get('fwhm_s', float('nan')):.3g} s, "
-            f"SNR {quality.get('snr', float('nan')):.3g}; VOF: {curves.vof_voxels} voxel(s)")
+        self.ui.curvesStatusLabel.setText(curves_summary(curves))
 
     def onSuggestAif(self):
         with slicer.util.tryWithErrorDisplay("AIF suggestion failed.", waitCursor=True):
             points = self.logic.suggest_aif(self.parametersFromUi(), n_voxels=self.ui.nCandidatesSpinBox.value)
             self.ui.aifSelector.setCurrentNode(points)
+
+    def onEditSegments(self):
+        """Paint the AIF and VOF in the Segment Editor on the bolus image; the curves follow the strokes."""
+        with slicer.util.tryWithErrorDisplay("Cannot open the Segment Editor.", waitCursor=True):
+            nodes = prepare_delineation(self.logic, self.parametersFromUi(),
+                                        self.ui.delineationSourceComboBox.currentData)
+            for selector, segments, segmentId in ((self.ui.aifSelector, self.ui.aifSegmentSelector,
+                                                   nodes.aif_segment_id),
+                                                  (self.ui.vofSelector, self.ui.vofSegmentSelector,
+                                                   nodes.vof_segment_id)):
+                selector.setCurrentNode(nodes.segmentation)
+                segments.setCurrentSegmentID(segmentId)
+            slicer.util.setSliceViewerLayers(background=nodes.source_volume, fit=True)
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(nodes.segmentation)
+            setSource = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode  # Slicer < 5.4
+            setSource(nodes.source_volume)
 
     # -- apply
     def onApply(self):
@@ -155,9 +246,16 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         with slicer.util.tryWithErrorDisplay("PerfusionNet failed.", waitCursor=True):
             ensure_dependencies(confirm=slicer.util.confirmOkCancelDisplay)
-            NeuroContrastSettings(qt.QSettings()).apply()
+            NeuroContrastSettings(qt.QSettings()).apply()  # models folder and threads; never imports torch
             params = self.parametersFromUi()
             params.write(self.parameterNode)
+            if runs_in_background(params.method):  # networks: a subprocess, Slicer stays responsive
+                self.networkJob.start(params)
+                self.ui.applyButton.text = "Cancel"
+                self.ui.applyButton.disconnect("clicked()", self.onApply)
+                self.ui.applyButton.connect("clicked()", self.networkJob.cancel)
+                self.pollTimer.start()
+                return
             dialog = slicer.util.createProgressDialog(labelText="PerfusionNet", maximum=100)
 
             def progress(fraction, message):
@@ -169,13 +267,28 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 outputs = self.logic.run(params, progress=progress)
             finally:
                 dialog.close()
-            tmax = outputs.map_nodes.get("tmax") or next(iter(outputs.map_nodes.values()))
-            slicer.util.setSliceViewerLayers(background=tmax, fit=True)
-            if outputs.volumes_table is not None:
-                self.ui.volumesTableView.setMRMLTableNode(outputs.volumes_table)
-            if outputs.curves_chart is not None:
-                slicer.modules.plots.logic().ShowChartInLayout(outputs.curves_chart)
-            self.ui.statusLabel.setText(f"Done: {', '.join(outputs.map_nodes)}")
+            self.showOutputs(outputs)
+
+    def onPoll(self):
+        status = self.networkJob.poll()
+        self.ui.statusLabel.setText(f"{int(100 * status['fraction'])} % {status['message']}")
+        if status["running"]:
+            return
+        self.pollTimer.stop()
+        self.ui.applyButton.disconnect("clicked()", self.networkJob.cancel)
+        self.ui.applyButton.connect("clicked()", self.onApply)
+        self.ui.applyButton.text = "Apply"
+        with slicer.util.tryWithErrorDisplay("PerfusionNet failed.", waitCursor=True):
+            self.showOutputs(self.networkJob.finish())
+
+    def showOutputs(self, outputs):
+        tmax = outputs.map_nodes.get("tmax") or next(iter(outputs.map_nodes.values()))
+        slicer.util.setSliceViewerLayers(background=tmax, fit=True)
+        if outputs.volumes_table is not None:
+            self.ui.volumesTableView.setMRMLTableNode(outputs.volumes_table)
+        if outputs.curves_chart is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(outputs.curves_chart)
+        self.ui.statusLabel.setText(f"Done: {', '.join(outputs.map_nodes)}")
 
 
 class PerfusionNetTest(ScriptedLoadableModuleTest):

@@ -12,12 +12,13 @@ import time
 import qt
 import slicer
 import vtk
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 from NeuroContrastLib.mrml import remove_node
-from ReaderStudyLib.logic import BLINDING_SETTINGS, ReaderStudyLogic
+from neurocontrast.readerstudy.geometry import slice_plane
+from ReaderStudyLib.logic import ReaderStudyLogic, ReaderStudyParameters
 
 
 class ReaderStudy(ScriptedLoadableModule):
@@ -33,11 +34,18 @@ class ReaderStudy(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Protocol after Ammari et al. 2022 and Bône et al. 2022."
 
 
+def moduleParameterNode():
+    """The module's parameter node (singleton tag "ReaderStudy", saved with the scene)."""
+    logic = ScriptedLoadableModuleLogic()
+    logic.moduleName = "ReaderStudy"  # the base class would name the node "ScriptedLoadableModule"
+    return logic.getParameterNode()
+
+
 class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, logic=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.savedSettings = {}
+        self.logic = logic  # injected (tests, scripts) or made in setup() with Slicer's settings as its store
         self.pendingLine = None
         self.lastActivity = 0.0
 
@@ -47,7 +55,10 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = ReaderStudyLogic(slicer.mrmlScene)
+        self.logic = self.logic or ReaderStudyLogic(slicer.mrmlScene, settings_store=qt.QSettings())
+        self.parameterNode = moduleParameterNode()
+        stored = ReaderStudyParameters.read(self.parameterNode)
+        self.ui.studyFolderLineEdit.text, self.ui.readerLineEdit.text = stored.study_folder, stored.reader
         self.ui.browseButton.connect("clicked()", self.onBrowse)
         self.ui.loginButton.connect("clicked()", self.onLogin)
         self.ui.logoutButton.connect("clicked()", self.onLogout)
@@ -64,7 +75,7 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionTable.setColumnCount(3)
         self.ui.lesionTable.setHorizontalHeaderLabels(["Lesion", "Long (mm)", "Short (mm)"])
         self.gradeGroup = qt.QButtonGroup(self.ui.gradeButtonsWidget)
-        self.gradeGroup.connect("buttonClicked(int)", self.onGrade)
+        self.gradeGroup.connect("idClicked(int)", self.onGrade)  # buttonClicked(int) is gone in Qt 6
         self.timer = qt.QTimer()
         self.timer.setInterval(1000)
         self.timer.connect("timeout()", self.onTick)
@@ -79,10 +90,7 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- blinding
     def applyBlinding(self):
-        settings = qt.QSettings()
-        for key, value in BLINDING_SETTINGS.items():
-            self.savedSettings[key] = settings.value(key)
-            settings.setValue(key, value)
+        self.logic.apply_blinding()  # the settings go through the logic's store (saved and restored there)
         self.setAnnotationsAndProbeVisible(False)
 
     def setAnnotationsAndProbeVisible(self, visible):
@@ -100,15 +108,8 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        "(View > Data Probe, slice view annotations) before reading.")
 
     def restoreBlinding(self):
-        if self.savedSettings:
+        if self.logic.restore_blinding():
             self.setAnnotationsAndProbeVisible(True)
-        settings = qt.QSettings()
-        for key, value in self.savedSettings.items():
-            if value is None:
-                settings.remove(key)
-            else:
-                settings.setValue(key, value)
-        self.savedSettings = {}
 
     # -- login and worklist
     def onBrowse(self):
@@ -118,7 +119,9 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLogin(self):
         with slicer.util.tryWithErrorDisplay("Login failed.", waitCursor=True):
-            self.logic.login(self.ui.studyFolderLineEdit.text, self.ui.readerLineEdit.text.strip())
+            params = ReaderStudyParameters(self.ui.studyFolderLineEdit.text, self.ui.readerLineEdit.text.strip())
+            self.logic.login(params.study_folder, params.reader)
+            params.write(self.parameterNode)
             self.applyBlinding()
             self.ui.logoutButton.enabled = True
             self.ui.openNextButton.enabled = True
@@ -266,13 +269,21 @@ class ReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # event has returned
         qt.QTimer.singleShot(0, lambda node=caller: remove_node(node, slicer.mrmlScene))
         self.pendingLine = None
-        normal = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
         with slicer.util.tryWithErrorDisplay("Cannot add the lesion."):
-            lesionId, warnings = self.logic.add_lesion_from_long_axis(
-                p0, p1, plane_normal=[normal.GetElement(i, 2) for i in range(3)])
+            lesionId, warnings = self.logic.add_lesion_from_long_axis(p0, p1, view_planes=self.viewPlanes())
             self.observeLesion(lesionId)
             self.ui.warningLabel.text = "; ".join(warnings)
         self.refreshLesions()
+
+    def viewPlanes(self):
+        """{view name: (normal, origin)} of the slice views shown: the short axis goes into the one the long axis
+        was drawn in."""
+        layoutManager = slicer.app.layoutManager()
+        planes = {}
+        for name in layoutManager.sliceViewNames():
+            matrix = layoutManager.sliceWidget(name).mrmlSliceNode().GetSliceToRAS()
+            planes[name] = slice_plane([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+        return planes
 
     def observeLesion(self, lesionId):
         for node in self.logic.lesion_nodes[lesionId]:

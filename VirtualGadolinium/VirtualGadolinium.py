@@ -6,8 +6,9 @@ slicer-core); the network runs in a subprocess through the ``neurocontrast`` com
 
 import qt
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
+import vtk
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
 
@@ -26,50 +27,130 @@ class VirtualGadolinium(ScriptedLoadableModule):
         self.parent.acknowledgementText = "See docs/virtual-gadolinium.md and docs/models/ for sources and limits."
 
 
+#: parameter field → (widget name, widget property); drives ui → parameters and parameters → ui
+FIELDS = {
+    "mode": ("modeComboBox", "currentText"), "t1": ("t1Selector", "node"), "flair": ("flairSelector", "node"),
+    "t2": ("t2Selector", "node"), "adc": ("adcSelector", "node"), "dwi_b0": ("dwiB0Selector", "node"),
+    "dwi_high": ("dwiHighSelector", "node"), "b_value": ("bValueSpinBox", "value"),
+    "contrast": ("contrastSelector", "node"), "dose": ("doseSpinBox", "value"),
+    "field_strength_t": ("fieldStrengthComboBox", "currentText"), "agent": ("agentComboBox", "currentText"),
+    "repeat": ("repeatSpinBox", "value"), "ensemble": ("ensembleSpinBox", "value"),
+    "tta": ("ttaComboBox", "currentText"), "device": ("deviceComboBox", "currentText"),
+    "model": ("modelNameLineEdit", "text"), "models_dir": ("modelsFolderPathLineEdit", "currentPath"),
+    "preprocessed": ("preprocessedCheckBox", "checked"),
+}
+#: the signal each kind of widget property announces its changes with
+CHANGED = {"node": "currentNodeChanged(vtkMRMLNode*)", "currentText": "currentIndexChanged(int)",
+           "text": "textChanged(QString)", "currentPath": "currentPathChanged(QString)", "checked": "toggled(bool)"}
+
+
+def moduleParameterNode():
+    """The module's parameter node (singleton tag "VirtualGadolinium", saved with the scene)."""
+    logic = ScriptedLoadableModuleLogic()
+    logic.moduleName = "VirtualGadolinium"  # the base class would name the node "ScriptedLoadableModule"
+    return logic.getParameterNode()
+
+
 class VirtualGadoliniumWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None, logic=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = logic  # injected (tests, scripts) or made in setup()
+        self.parameterNode = None
+        self.updatingGui = False
+
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        VTKObservationMixin.__init__(self)
         from VirtualGadoliniumLib.logic import VirtualGadoliniumLogic
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/VirtualGadolinium.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = VirtualGadoliniumLogic()
+        self.logic = self.logic or VirtualGadoliniumLogic()
         from neurocontrast.contrast.agents import AGENTS
 
         self.ui.agentComboBox.addItems(sorted(AGENTS))
         self.ui.agentComboBox.setCurrentText("gadoterate")
         self.ui.ttaComboBox.setCurrentText("2")
         self.ui.modelsFolderPathLineEdit.currentPath = str(self.logic.models_folder())
-        for selector in (self.ui.t1Selector, self.ui.flairSelector, self.ui.contrastSelector,
-                         self.ui.dwiB0Selector, self.ui.dwiHighSelector):
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateApply)
-        self.ui.modeComboBox.connect("currentIndexChanged(int)", self.updateApply)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(300)
+        self.timer.connect("timeout()", self.onPoll)
+        for name, kind in FIELDS.values():
+            widget = getattr(self.ui, name)
+            if kind == "value":
+                signal = "valueChanged(double)" if isinstance(widget.value, float) else "valueChanged(int)"
+            else:
+                signal = CHANGED[kind]
+            widget.connect(signal, self.onGuiChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
         self.ui.clearModelsFolderButton.connect("clicked(bool)", self.onClearModelsFolder)
-        self.timer = qt.QTimer()
-        self.timer.setInterval(300)
-        self.timer.connect("timeout()", self.onPoll)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.setParameterNode(moduleParameterNode())
         self.updateModelsInfo()
         self.updateApply()
+
+    # -- parameter node (saved with the scene) <-> ui, both directions from FIELDS
+    def setParameterNode(self, node):
+        if self.parameterNode is not None:
+            self.removeObserver(self.parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+        self.parameterNode = node
+        if node is not None:
+            if node.GetParameterNamesAsCommaSeparatedList():
+                self.updateGuiFromParameterNode()  # a saved scene: show its parameters
+            else:
+                self.parameters().write(node)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGuiFromParameterNode)
+
+    def updateGuiFromParameterNode(self, caller=None, event=None):
+        from VirtualGadoliniumLib.logic import VirtualGadoliniumParameters
+
+        if self.parameterNode is None or self.updatingGui:
+            return
+        params = VirtualGadoliniumParameters.read(self.parameterNode)
+        self.updatingGui = True
+        try:
+            for field, (name, kind) in FIELDS.items():
+                widget, value = getattr(self.ui, name), getattr(params, field)
+                if kind == "node":
+                    widget.setCurrentNode(value)
+                elif kind == "currentText":
+                    widget.setCurrentText(f"{value:g}" if isinstance(value, float) else str(value))
+                else:
+                    setattr(widget, kind, value)
+        finally:
+            self.updatingGui = False
+        self.updateApply()
+
+    def onGuiChanged(self, *_):
+        if self.updatingGui:
+            return
+        if self.parameterNode is not None:
+            self.parameters().write(self.parameterNode)
+        self.updateApply()
+
+    def onSceneStartClose(self, caller=None, event=None):
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller=None, event=None):
+        self.setParameterNode(moduleParameterNode())
 
     def parameters(self):
         from VirtualGadoliniumLib.logic import VirtualGadoliniumParameters
 
-        ui = self.ui
-        return VirtualGadoliniumParameters(
-            mode=ui.modeComboBox.currentText, t1=ui.t1Selector.currentNode(), flair=ui.flairSelector.currentNode(),
-            t2=ui.t2Selector.currentNode(), adc=ui.adcSelector.currentNode(), dwi_b0=ui.dwiB0Selector.currentNode(),
-            dwi_high=ui.dwiHighSelector.currentNode(), b_value=ui.bValueSpinBox.value,
-            contrast=ui.contrastSelector.currentNode(), dose=ui.doseSpinBox.value,
-            field_strength_t=float(ui.fieldStrengthComboBox.currentText), agent=ui.agentComboBox.currentText,
-            repeat=ui.repeatSpinBox.value, ensemble=ui.ensembleSpinBox.value, tta=int(ui.ttaComboBox.currentText),
-            device=ui.deviceComboBox.currentText, model=ui.modelNameLineEdit.text.strip(),
-            models_dir=ui.modelsFolderPathLineEdit.currentPath, preprocessed=ui.preprocessedCheckBox.checked)
+        values = {}
+        for field, (name, kind) in FIELDS.items():
+            widget = getattr(self.ui, name)
+            values[field] = widget.currentNode() if kind == "node" else getattr(widget, kind)
+        values["field_strength_t"] = float(values["field_strength_t"])
+        values["tta"] = int(values["tta"])
+        values["model"] = values["model"].strip()
+        return VirtualGadoliniumParameters(**values)
 
     def updateApply(self, *_):
         ok, why = self.parameters().isValid()

@@ -155,13 +155,28 @@ class SlicerInstallBackend:
         pip_ensure = self._pip_ensure()
         if pip_ensure is not None:
             pip_ensure([Requirement(r) for r in requirements], skip_packages=list(SLICER_PROVIDED),
-                       requester=self.requester)
+                       requester=self.requester, **no_second_prompt(pip_ensure))
             return
         import slicer  # noqa: F401 (only inside Slicer)
         with tempfile.TemporaryDirectory() as folder:
             constraints = write_constraints(Path(folder) / "constraints.txt")
             args = " ".join(f'"{r}"' for r in requirements)
             slicer.util.pip_install(f'{args} -c "{constraints}"')
+
+
+def no_second_prompt(pip_ensure) -> dict:
+    """Keyword that stops ``pip_ensure`` from asking again: the user already confirmed in
+    :func:`ensure_dependencies`. Slicer ≥ 5.12 names it ``prompt_install`` (earlier drafts ``prompt``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(pip_ensure).parameters
+    except (TypeError, ValueError):
+        return {}
+    for name in ("prompt_install", "prompt"):
+        if name in parameters:
+            return {name: False}
+    return {}
 
 
 def write_constraints(path, version_of: VersionLookup = installed_version) -> Path:

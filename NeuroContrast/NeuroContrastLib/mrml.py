@@ -63,17 +63,42 @@ def remove_node(node, scene=None) -> None:
 
 # --------------------------------------------------------------------------------------------- geometry
 
-def geometry_from_volume_node(node) -> Geometry:
-    """The LPS :class:`Geometry` of a scalar (or labelmap) volume node. Raises NeuroContrastError if it has no image."""
+def geometry_from_volume_node(node, world: bool = False) -> Geometry:
+    """The LPS :class:`Geometry` of a scalar (or labelmap) volume node.
+
+    ``world=False``: the node's own grid (IJK → RAS, ignoring any parent transform), as the arrays of the
+    node and of other nodes under the same transform relate. ``world=True``: the grid where Slicer *shows* the
+    volume, with its parent transforms hardened (what must leave the scene when the volume is written to a
+    file for another program): a linear transform to world is composed with the grid; one that shears or
+    scales the axes unequally cannot be a SimpleITK grid and is refused, as is a non-linear (warping) one.
+
+    Raises NeuroContrastError if the node has no image, or (``world=True``) a transform that cannot be hardened
+    into a grid: harden it in Slicer (Data module: right-click → Harden transform) and resample.
+    """
     if node is None or node.GetImageData() is None:
         raise NeuroContrastError(f"volume node {getattr(node, 'GetName', lambda: None)()} has no image data")
     dims = node.GetImageData().GetDimensions()
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASDirectionMatrix(matrix)
-    d_ras = np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    m = np.array([[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)])
+    transform = node.GetParentTransformNode() if world else None
+    if transform is not None:
+        if not transform.IsTransformToWorldLinear():
+            raise NeuroContrastError(f"volume '{node.GetName()}' is under the non-linear transform "
+                                     f"'{transform.GetName()}': harden and resample it (Data module: right-click → "
+                                     "Harden transform) before exporting it")
+        to_world = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformToWorld(to_world)
+        m = np.array([[to_world.GetElement(r, c) for c in range(4)] for r in range(4)]) @ m
+    columns = m[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    d_ras = columns / spacing
+    if not np.allclose(d_ras.T @ d_ras, np.eye(3), atol=1e-5):
+        raise NeuroContrastError(f"the transform of volume '{node.GetName()}' shears or scales its axes unequally; "
+                                 "harden and resample it (Data module: Harden transform) before exporting it")
     d_lps = _LPS_RAS @ d_ras
-    origin = node.GetOrigin()
-    return Geometry(tuple(int(d) for d in dims), tuple(float(s) for s in node.GetSpacing()),
+    origin = m[:3, 3]
+    return Geometry(tuple(int(d) for d in dims), tuple(float(v) for v in spacing),
                     (-float(origin[0]), -float(origin[1]), float(origin[2])),
                     tuple(float(v) for v in d_lps.ravel()))
 
@@ -389,21 +414,23 @@ def mask_from_markups(markups_node, reference_volume_node) -> np.ndarray:
 
 
 def mask_from_node(node, reference_volume_node, segment: Optional[str] = None, name: str = "mask") -> np.ndarray:
-    """Bool ``(Z, Y, X)`` mask from a markups node, a segmentation (+ segment ID/name; the first segment if
-    None) or a labelmap/scalar volume on the reference grid (non-zero voxels).
+    """Bool ``(Z, Y, X)`` mask from a markups node, one segment (ID or name) of a segmentation, or a
+    labelmap/scalar volume on the reference grid (non-zero voxels).
 
-    Raises NeuroContrastError for an unsupported node, a missing segment or a volume on another grid.
+    A segmentation needs ``segment``: there is no fallback to its first segment, which would let two inputs
+    (AIF and VOF) silently read the same segment. Raises NeuroContrastError for an unsupported node, no or a
+    missing segment, or a volume on another grid.
     """
     if node is None:
         raise NeuroContrastError(f"{name}: no node selected")
     if node.IsA("vtkMRMLMarkupsNode"):
         return mask_from_markups(node, reference_volume_node)
     if node.IsA("vtkMRMLSegmentationNode"):
-        seg = node.GetSegmentation()
-        if segment is None:
-            if seg.GetNumberOfSegments() == 0:
-                raise NeuroContrastError(f"{name}: segmentation '{node.GetName()}' has no segments")
-            segment = seg.GetNthSegmentID(0)
+        if not segment:
+            seg = node.GetSegmentation()
+            names = [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())]
+            raise NeuroContrastError(f"{name}: choose a segment of '{node.GetName()}' "
+                                     f"(segments: {', '.join(names) or 'none yet'})")
         return mask_from_segment(node, segment, reference_volume_node)
     if node.IsA("vtkMRMLScalarVolumeNode"):
         from neurocontrast.io import check_same_geometry

@@ -11,6 +11,7 @@ all cores), ``ModelsFolder`` (user-trained models; searched before the shipped o
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, MutableMapping, Optional
 
@@ -130,11 +131,16 @@ class NeuroContrastSettings:
         self._set("ModelsFolder", str(value or "").strip())
 
     # -- apply
-    def apply(self, environ: Optional[MutableMapping[str, str]] = None, torch_module=None) -> Dict[str, Any]:
+    def apply(self, environ: Optional[MutableMapping[str, str]] = None, torch_module=None,
+              import_torch: bool = False) -> Dict[str, Any]:
         """Put the settings into effect: ``NEUROCONTRAST_MODELS_DIR`` gets the models folder in front (so
         :mod:`neurocontrast.weights` and CLI subprocesses find user models) and torch gets the thread count.
 
-        ``environ`` defaults to ``os.environ``; ``torch_module`` to ``torch`` if importable. Returns what was set.
+        torch is never imported for this (an SVD run does not need it and importing it costs seconds and
+        hundreds of MB): ``torch_module`` defaults to the torch already imported, if any; ``import_torch=True``
+        imports it (the hub's settings panel, which shows the resolved device). Without torch, ``device`` in
+        the returned dict is the stored choice (``auto``/``cpu``/``cuda``). ``environ`` defaults to
+        ``os.environ``. Returns what was set.
         """
         environ = os.environ if environ is None else environ
         folder = self.models_folder
@@ -142,14 +148,37 @@ class NeuroContrastSettings:
         environ["NEUROCONTRAST_MODELS_DIR"] = os.pathsep.join([folder] + entries)
         threads = self.effective_threads()
         if torch_module is None:
+            torch_module = sys.modules.get("torch")
+        if torch_module is None and import_torch:
             try:
                 import torch as torch_module
             except ImportError:
                 torch_module = None
         if torch_module is not None:
             torch_module.set_num_threads(threads)
-        return {"models_folder": folder, "threads": threads, "device": self.resolved_device()}
+            device = self.resolved_device()
+        else:
+            device = self.compute_device
+        return {"models_folder": folder, "threads": threads, "device": device}
 
     def as_dict(self) -> Dict[str, Any]:
         """The settings as plain values (for reports)."""
         return {"compute_device": self.compute_device, "threads": self.threads, "models_folder": self.models_folder}
+
+
+def resolve_models_folder(explicit: Optional[str] = None, environ: Optional[MutableMapping[str, str]] = None,
+                          store=None) -> Path:
+    """The user models folder, decided in one place for every module and the command line's subprocesses:
+    ``explicit`` (a folder the user typed in a module), else the ``ModelsFolder`` setting of ``store`` (when a
+    settings store is given and holds one), else the first ``NEUROCONTRAST_MODELS_DIR`` entry of ``environ``
+    (default ``os.environ``; :meth:`NeuroContrastSettings.apply` puts the setting there), else
+    :data:`DEFAULT_MODELS_FOLDER`. The folder is not created."""
+    if explicit and str(explicit).strip():
+        return Path(str(explicit).strip())
+    if store is not None:
+        stored = str(store.value(PREFIX + "ModelsFolder", "") or "").strip()
+        if stored:
+            return Path(stored)
+    environ = os.environ if environ is None else environ
+    entries = [e for e in environ.get("NEUROCONTRAST_MODELS_DIR", "").split(os.pathsep) if e.strip()]
+    return Path(entries[0]) if entries else Path(DEFAULT_MODELS_FOLDER)

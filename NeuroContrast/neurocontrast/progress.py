@@ -8,6 +8,7 @@ logic into a progress dialog or a status line.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Callable, Iterator, Optional
 
 ProgressCallback = Callable[[float, str], None]
@@ -48,3 +49,15 @@ def tqdm_progress(description: str, disable: bool = False) -> Iterator[ProgressC
         yield _update
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def progress_lines(stream=None) -> Iterator[ProgressCallback]:
+    """Context manager yielding a :data:`ProgressCallback` that prints ``PROGRESS <fraction> <message>`` lines
+    (stdout by default, flushed): what ``NeuroContrastLib.runner.CommandRunner`` reads from a subprocess."""
+    out = sys.stdout if stream is None else stream
+
+    def _line(fraction: float, message: str = "") -> None:
+        print(f"PROGRESS {fraction:.4f} {message}", file=out, flush=True)
+
+    yield _line

@@ -26,22 +26,12 @@ import slicer
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.progress import ProgressCallback, report, scaled
 from NeuroContrastLib import mrml
+from PerfusionNetLib.display import apply_map_display, display_range  # noqa: F401 (re-exported)
 
 METHOD_LABELS = {"osvd": "oSVD (block-circulant, oscillation index)", "csvd": "cSVD (block-circulant)",
                  "ssvd": "sSVD (standard)", "tikhonov": "Tikhonov", "stnet": "ST-Net (deep)",
                  "tmaxnet": "AIF-free Tmax network (deep)"}
 AIF_MODES = ("mask", "auto")
-#: colour nodes, first one present in the scene wins (file-based tables exist only in the Slicer application)
-MAP_COLORS = {
-    "cbf": ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"),
-    "cbv": ("vtkMRMLColorTableNodeFileColdToHotRainbow.txt", "vtkMRMLColorTableNodeRainbow"),
-    "mtt": ("vtkMRMLColorTableNodeFileViridis.txt", "vtkMRMLColorTableNodeRainbow"),
-    "tmax": ("vtkMRMLColorTableNodeRainbow",),
-    "ttp": ("vtkMRMLColorTableNodeFileViridis.txt", "vtkMRMLColorTableNodeRainbow"),
-    "tmax_uncertainty": ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTableNodeGrey"),
-}
-#: fixed display ranges (min, max) in the map's unit; other maps use the 1st–99th percentile inside the brain
-FIXED_RANGES = {"tmax": (0.0, 10.0)}
 MAP_ATTRIBUTE = "NeuroContrast.PerfusionMap"
 #: Names defined once in the core, read from there on first use (the core imports scipy: lazily, after the
 #: dependency check): the deconvolution methods, the clinical Tmax threshold and the map units.
@@ -245,10 +235,15 @@ class PerfusionNetLogic:
 
     def masks(self, params: PerfusionNetParameters, reference) -> Dict[str, Optional[np.ndarray]]:
         """Bool (Z, Y, X) masks ``aif``, ``vof``, ``brain``, ``core`` (None where not selected) on the DSC grid."""
-        return {"aif": self._mask(params.aif_node_id, params.aif_segment, reference, "AIF"),
-                "vof": self._mask(params.vof_node_id, params.vof_segment, reference, "VOF"),
-                "brain": self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask"),
-                "core": self._mask(params.core_node_id, params.core_segment, reference, "core")}
+        masks = {"aif": self._mask(params.aif_node_id, params.aif_segment, reference, "AIF"),
+                 "vof": self._mask(params.vof_node_id, params.vof_segment, reference, "VOF"),
+                 "brain": self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask"),
+                 "core": self._mask(params.core_node_id, params.core_segment, reference, "core")}
+        if params.aif_mode == "mask" and masks["aif"] is not None and masks["vof"] is not None \
+                and np.array_equal(masks["aif"], masks["vof"]):
+            raise NeuroContrastError("AIF and VOF cover exactly the same voxels (the same segment or points?): "
+                                     "the AIF must lie in an artery, the VOF in a large vein (sinus)")
+        return masks
 
     # ----------------------------------------------------------------------------------------- curves
     def compute_curves(self, params: PerfusionNetParameters) -> Curves:
@@ -400,18 +395,7 @@ class PerfusionNetLogic:
         node = _find(scene, "vtkMRMLScalarVolumeNode", name)
         node = mrml.volume_node_from_array(values, geometry, name, scene, node=node)
         node.SetAttribute(MAP_ATTRIBUTE, map_name)
-        from neurocontrast.perfusion.maps import MAP_UNITS
-
-        node.SetAttribute("NeuroContrast.Unit", MAP_UNITS.get(map_name, ""))
-        if node.GetDisplayNode() is None:
-            node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-        color = _first_present(scene, MAP_COLORS.get(map_name, ("vtkMRMLColorTableNodeGrey",)))
-        if color:
-            display.SetAndObserveColorNodeID(color)
-        low, high = display_range(map_name, values, brain)
-        display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(low, high)
+        apply_map_display(node, map_name, values, brain)
         return node
 
     def _hypoperfusion_nodes(self, result, reference, prefix):
@@ -450,23 +434,6 @@ class PerfusionNetLogic:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-def display_range(map_name: str, values: np.ndarray, brain: Optional[np.ndarray] = None) -> Tuple[float, float]:
-    """Display (min, max) of a map: fixed for Tmax (0–10 s), else the 1st–99th percentile of the finite values
-    inside the brain (all non-zero voxels without a brain mask); CBF/CBV/MTT start at 0."""
-    if map_name in FIXED_RANGES:
-        return FIXED_RANGES[map_name]
-    inside = values[brain] if brain is not None and brain.shape == values.shape else values[values != 0]
-    inside = inside[np.isfinite(inside)]
-    if inside.size == 0:
-        return 0.0, 1.0
-    low, high = np.percentile(inside, [1, 99])
-    if map_name in ("cbf", "cbv", "mtt"):
-        low = 0.0
-    if high <= low:
-        high = low + 1.0
-    return float(low), float(high)
-
 
 def _result_maps(result) -> Dict[str, np.ndarray]:
     maps = getattr(result, "maps", None)
@@ -509,13 +476,6 @@ def _find(scene, class_name: str, name: str):
     nodes = scene.GetNodesByClassByName(class_name, name)
     node = nodes.GetItemAsObject(0) if nodes.GetNumberOfItems() else None
     return node
-
-
-def _first_present(scene, node_ids) -> Optional[str]:
-    for node_id in node_ids:
-        if scene.GetNodeByID(node_id) is not None:
-            return node_id
-    return None
 
 
 def _fmt(value) -> str:

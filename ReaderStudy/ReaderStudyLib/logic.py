@@ -4,8 +4,8 @@
   worklist (opaque labels only), open/resume a read, load its images into volume nodes with opaque names
   ("Read image", "Companion A"...), lesion marking with markups line nodes (long and short axis), reading
   them back into :class:`~neurocontrast.readerstudy.Lesion` objects, Likert grade, pause, submit.
-- :func:`perpendicular_short_axis` / :func:`snap_short_axis`: the short-axis assistance (perpendicular to
-  the long axis through its centre, in the viewing plane).
+- the short-axis assistance (perpendicular to the long axis through its centre, in the plane of the view the
+  long axis was drawn in) is pure geometry in :mod:`neurocontrast.readerstudy.geometry`.
 - :data:`BLINDING_SETTINGS` / :func:`blinding_problems`: what the widget switches off (slice-view corner
   annotations and the Data Probe patient information) and a check that no node name or attribute in the
   scene reveals a case id, a condition or a file name.
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -23,8 +24,11 @@ import numpy as np
 import slicer
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.readerstudy.geometry import (drawing_plane, perpendicular_short_axis,  # noqa: F401 (re-exported)
+                                                slice_plane, snap_short_axis)
 from neurocontrast.readerstudy.pairing import Lesion
 from NeuroContrastLib.mrml import remove_node
+from NeuroContrastLib.settings import DictSettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -62,50 +66,6 @@ def _set_line(node, p0, p1) -> None:
     node.AddControlPointWorld(*[float(v) for v in p1])
 
 
-def perpendicular_short_axis(long_p0, long_p1, length_mm: float,
-                             plane_normal=(0.0, 0.0, 1.0)) -> Tuple[np.ndarray, np.ndarray]:
-    """End points of a short axis of ``length_mm`` perpendicular to the long axis through its centre,
-    lying in the viewing plane with normal ``plane_normal`` (RAS; axial (0, 0, 1) by default).
-
-    Raises NeuroContrastError when the long axis is zero or parallel to the plane normal, or when
-    ``length_mm`` is negative or longer than the long axis.
-    """
-    p0, p1 = np.asarray(long_p0, float), np.asarray(long_p1, float)
-    axis = p1 - p0
-    long_mm = float(np.linalg.norm(axis))
-    if long_mm == 0:
-        raise NeuroContrastError("the long axis has zero length")
-    if not 0 <= length_mm <= long_mm + 1e-6:
-        raise NeuroContrastError(f"short axis length {length_mm:.2f} mm must lie in [0, {long_mm:.2f}] mm")
-    direction = np.cross(np.asarray(plane_normal, float), axis)
-    norm = np.linalg.norm(direction)
-    if norm < 1e-9 * long_mm:
-        raise NeuroContrastError("the long axis is perpendicular to the viewing plane; draw it in the slice")
-    direction /= norm
-    center = 0.5 * (p0 + p1)
-    return center - direction * length_mm / 2, center + direction * length_mm / 2
-
-
-def snap_short_axis(long_points: np.ndarray, short_points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Assistance for a hand-drawn short axis: keep its length (clipped to the long axis), make it
-    perpendicular to the long axis (Gram–Schmidt in the plane the two axes span) and centre it on the
-    long axis' midpoint. Falls back to the axial plane when the drawn axis is parallel to the long one."""
-    long_points, short_points = np.asarray(long_points, float), np.asarray(short_points, float)
-    u = long_points[1] - long_points[0]
-    long_mm = float(np.linalg.norm(u))
-    if long_mm == 0:
-        raise NeuroContrastError("the long axis has zero length")
-    u_hat = u / long_mm
-    v = short_points[1] - short_points[0]
-    length = min(float(np.linalg.norm(v)), long_mm)
-    v_perp = v - np.dot(v, u_hat) * u_hat
-    if np.linalg.norm(v_perp) < 1e-6 * max(length, 1e-9):
-        return perpendicular_short_axis(long_points[0], long_points[1], length)
-    v_hat = v_perp / np.linalg.norm(v_perp)
-    center = long_points.mean(axis=0)
-    return center - v_hat * length / 2, center + v_hat * length / 2
-
-
 def lesion_from_nodes(long_node, short_node, label: str = "") -> Lesion:
     """A :class:`Lesion` from two markups line nodes (RAS world coordinates, mm). Raises
     NeuroContrastError when a line lacks points or the short axis is longer than the long one."""
@@ -136,16 +96,43 @@ def blinding_problems(scene, forbidden: Sequence[str]) -> List[str]:
 class ReaderStudyLogic:
     """One reader's session in a scene. ``login`` first; every edit goes to disk at once.
 
-    Parameters: ``scene`` (default ``slicer.mrmlScene``), ``clock`` (seconds since the epoch; injectable).
+    Parameters: ``scene`` (default ``slicer.mrmlScene``), ``clock`` (seconds since the epoch; injectable),
+    ``settings_store`` (QSettings-like: ``value``/``setValue``/``remove``; Slicer's ``qt.QSettings()`` in the
+    module, a :class:`~NeuroContrastLib.settings.DictSettingsStore` by default) for the blinding settings.
     """
 
-    def __init__(self, scene=None, clock: Callable[[], float] = time.time):
+    # ---------------------------------------------------------------- blinding settings
+    def apply_blinding(self) -> Dict[str, object]:
+        """Switch the :data:`BLINDING_SETTINGS` on in the settings store, remembering the reader's own values
+        (once: a second call keeps the first saved values). Returns what was saved."""
+        for key, value in BLINDING_SETTINGS.items():
+            if key not in self._saved_settings:
+                self._saved_settings[key] = self.settings.value(key)
+            self.settings.setValue(key, value)
+        return dict(self._saved_settings)
+
+    def restore_blinding(self) -> bool:
+        """Put the saved values back (removing keys that had none). Returns False when nothing was applied."""
+        if not self._saved_settings:
+            return False
+        for key, value in self._saved_settings.items():
+            if value is None:
+                self.settings.remove(key)
+            else:
+                self.settings.setValue(key, value)
+        self._saved_settings = {}
+        return True
+
+    def __init__(self, scene=None, clock: Callable[[], float] = time.time, settings_store=None):
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.clock = clock
         self.design = None
         self.session = None
         self.lesion_nodes: Dict[str, Tuple[object, object]] = {}
+        self.lesion_planes: Dict[str, Tuple[float, float, float]] = {}  # normal of the view each was drawn in
         self.volume_nodes: List[object] = []
+        self.settings = settings_store if settings_store is not None else DictSettingsStore()
+        self._saved_settings: Dict[str, object] = {}
 
     # ---------------------------------------------------------------- login / worklist
     def login(self, study_folder: str, reader: str) -> List[Dict]:
@@ -257,14 +244,22 @@ class ReaderStudyLogic:
         return long_node, short_node
 
     def add_lesion_from_long_axis(self, p0, p1, short_mm: Optional[float] = None,
-                                  plane_normal=(0.0, 0.0, 1.0)) -> Tuple[str, List[str]]:
+                                  plane_normal=(0.0, 0.0, 1.0),
+                                  view_planes: Optional[Dict[str, Tuple[Sequence[float], Sequence[float]]]] = None
+                                  ) -> Tuple[str, List[str]]:
         """Store a lesion from a drawn long axis; the short axis is placed perpendicular through its centre
-        in the viewing plane (default length: half the long axis). Returns (lesion id, warnings)."""
+        in the plane the long axis was drawn in (default length: half the long axis). ``view_planes`` (view
+        name → (normal, origin), RAS) are the slice views shown: the one containing the line is used
+        (``geometry.drawing_plane``); without them ``plane_normal``. Returns (lesion id, warnings)."""
         p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        if view_planes:
+            plane_normal = view_planes[drawing_plane([p0, p1], view_planes)][0]
         length = float(np.linalg.norm(p1 - p0)) / 2 if short_mm is None else float(short_mm)
         s0, s1 = perpendicular_short_axis(p0, p1, length, plane_normal)
         lesion = Lesion(long_axis=(tuple(p0), tuple(p1)), short_axis=(tuple(s0), tuple(s1)))
-        return self.add_lesion(lesion)
+        lesion_id, warnings = self.add_lesion(lesion)
+        self.lesion_planes[lesion_id] = tuple(float(v) for v in plane_normal)
+        return lesion_id, warnings
 
     def add_lesion(self, lesion: Lesion) -> Tuple[str, List[str]]:
         """Store a lesion and create its two line nodes. Returns (lesion id, warnings)."""
@@ -277,7 +272,8 @@ class ReaderStudyLogic:
         through the long axis' centre, and store the lesion. Returns the lesion's warnings."""
         long_node, short_node = self._nodes(lesion_id)
         if snap:
-            s0, s1 = snap_short_axis(_line_points(long_node), _line_points(short_node))
+            s0, s1 = snap_short_axis(_line_points(long_node), _line_points(short_node),
+                                     self.lesion_planes.get(lesion_id, (0.0, 0.0, 1.0)))
             _set_line(short_node, s0, s1)
         lesion = lesion_from_nodes(long_node, short_node)
         self._require().move_lesion(lesion_id, lesion)
@@ -289,6 +285,7 @@ class ReaderStudyLogic:
         for node in (long_node, short_node):
             remove_node(node, self.scene)  # with its markups display node
         del self.lesion_nodes[lesion_id]
+        self.lesion_planes.pop(lesion_id, None)
 
     def _nodes(self, lesion_id: str):
         if lesion_id not in self.lesion_nodes:
@@ -365,6 +362,7 @@ class ReaderStudyLogic:
             for node in (long_node, short_node):
                 remove_node(node, self.scene)
         self.lesion_nodes = {}
+        self.lesion_planes = {}
         for node in self.volume_nodes:
             remove_node(node, self.scene)
         self.volume_nodes = []
@@ -380,3 +378,22 @@ class ReaderStudyLogic:
                 words.add(key)
                 words.add(rel.split("/")[-1].split(".")[0])
         return sorted(words)
+
+
+@dataclasses.dataclass
+class ReaderStudyParameters:
+    """What the module keeps in its parameter node (saved with the scene): the study folder and the reader."""
+
+    study_folder: str = ""
+    reader: str = ""
+
+    def write(self, parameter_node) -> None:
+        from NeuroContrastLib.parameternode import write_parameters
+
+        write_parameters(self, parameter_node, ())
+
+    @classmethod
+    def read(cls, parameter_node) -> "ReaderStudyParameters":
+        from NeuroContrastLib.parameternode import read_parameters
+
+        return read_parameters(cls, parameter_node, ())

@@ -37,3 +37,12 @@ def mrml_scene():
     else:
         slicer.mrmlScene = previous
     del logics
+
+
+@pytest.fixture
+def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
+    """The strict Qt / Slicer-application fakes of ``slicer_fakes`` (see there) around a real scene."""
+    import slicer_fakes
+
+    return slicer_fakes.install(monkeypatch, tmp_path,
+                                fail_on_install_prompt=lambda *a, **k: pytest.fail("asked to install"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -124,6 +125,22 @@ def test_ensure_still_missing_after_install_is_an_error():
                                          version_of=lambda n: backend.installs.get(n.lower()))
 
 
+@pytest.mark.parametrize("keyword", ["prompt_install", "prompt"])
+def test_pip_ensure_does_not_ask_a_second_time(monkeypatch, keyword):
+    """The user confirmed once in ensure_dependencies; Slicer's pip_ensure must not show its own dialog too."""
+    calls = []
+
+    def pip_ensure(requirements, constraints=None, skip_packages=None, requester=None, **options):
+        calls.append(options)
+
+    pip_ensure.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+         for n in ("requirements", "constraints", "skip_packages", keyword, "requester")])
+    monkeypatch.setattr(dependencies.SlicerInstallBackend, "_pip_ensure", staticmethod(lambda: pip_ensure))
+    dependencies.SlicerInstallBackend().install(["monai>=1.3"])
+    assert calls == [{keyword: False}]
+
+
 def test_constraints_pin_slicer_packages(tmp_path):
     path = dependencies.write_constraints(tmp_path / "c.txt", version_of=fake_versions(SimpleITK="2.4.0",
                                                                                         torch="2.5.1"))
@@ -189,6 +206,27 @@ def test_apply_sets_models_dir_and_threads():
     assert torch.threads == 2 and applied == {"models_folder": "/mine", "threads": 2, "device": "cpu"}
     s.threads = 0
     assert s.effective_threads(cpu_count=8) == 8
+
+
+def test_apply_does_not_import_torch():
+    """An SVD Apply goes through the settings: it must not import torch (seconds, hundreds of MB)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from NeuroContrastLib.settings import NeuroContrastSettings, DictSettingsStore; "
+            "applied = NeuroContrastSettings(DictSettingsStore()).apply(environ={}); "
+            "print('torch' in sys.modules, applied['device'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "auto"]
+
+
+def test_models_folder_is_resolved_in_one_place(tmp_path):
+    store = settings.DictSettingsStore({"NeuroContrast/ModelsFolder": str(tmp_path / "stored")})
+    env = {"NEUROCONTRAST_MODELS_DIR": f"{tmp_path / 'env'}:{tmp_path / 'second'}"}
+    assert settings.resolve_models_folder(str(tmp_path / "typed"), env, store) == tmp_path / "typed"
+    assert settings.resolve_models_folder("", env, store) == tmp_path / "stored"
+    assert settings.resolve_models_folder(None, env) == tmp_path / "env"
+    assert str(settings.resolve_models_folder(None, {})) == settings.DEFAULT_MODELS_FOLDER
 
 
 # ----------------------------------------------------------------------------------------- registry

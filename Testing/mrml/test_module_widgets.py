@@ -10,401 +10,16 @@ VirtualGadolinium Apply → poll → show cycle, and the modules' own self-tests
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
 import sys
 import types
 import unittest
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 import slicer
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-# ----------------------------------------------------------------------------------------- fake Qt widgets
-
-def _accepted_arguments(slot, count):
-    """As PythonQt: a slot taking fewer arguments than the signal carries gets the first ones only (the Slicer
-    module template connects ``clicked(bool)`` to ``onApplyButton(self)``)."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(slot).parameters.values()
-    except (TypeError, ValueError):
-        return count
-    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
-        return count
-    return min(count, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters))
-
-
-class FakeSignalOwner:
-    def __init__(self, name):
-        self.objectName = name
-        self.slots = {}
-
-    def connect(self, signal, slot):
-        self.slots.setdefault(signal, []).append(slot)
-
-    def emit(self, signal, *args):
-        for slot in self.slots.get(signal, []):
-            slot(*args[:_accepted_arguments(slot, len(args))])
-
-    def setText(self, text):  # noqa: N802
-        self.text = text
-
-    def setPlainText(self, text):  # noqa: N802
-        self.plainText = text
-
-
-class FakeComboBox(FakeSignalOwner):
-    def __init__(self, name):
-        super().__init__(name)
-        self.items = []  # (text, data)
-        self._index = -1
-
-    def addItem(self, text, data=None):  # noqa: N802
-        self.items.append((text, data))
-        if self._index < 0:
-            self.currentIndex = 0
-
-    def addItems(self, texts):  # noqa: N802
-        for text in texts:
-            self.addItem(text)
-
-    def clear(self):
-        self.items, self._index = [], -1
-        self.emit("currentIndexChanged(int)", -1)
-
-    def findData(self, data):  # noqa: N802
-        return next((i for i, item in enumerate(self.items) if item[1] == data), -1)
-
-    def findText(self, text):  # noqa: N802
-        return next((i for i, item in enumerate(self.items) if item[0] == text), -1)
-
-    def setCurrentText(self, text):  # noqa: N802
-        if self.findText(text) >= 0:
-            self.currentIndex = self.findText(text)
-
-    @property
-    def currentIndex(self):  # noqa: N802
-        return self._index
-
-    @currentIndex.setter
-    def currentIndex(self, index):  # noqa: N802
-        self._index = index
-        self.emit("currentIndexChanged(int)", index)
-
-    @property
-    def currentText(self):  # noqa: N802
-        return self.items[self._index][0] if 0 <= self._index < len(self.items) else ""
-
-    @property
-    def currentData(self):  # noqa: N802
-        return self.items[self._index][1] if 0 <= self._index < len(self.items) else None
-
-
-class FakeNodeComboBox(FakeSignalOwner):
-    def __init__(self, name):
-        super().__init__(name)
-        self.node = None
-
-    def currentNode(self):  # noqa: N802
-        return self.node
-
-    def setCurrentNode(self, node):  # noqa: N802
-        self.node = node
-        self.emit("currentNodeChanged(vtkMRMLNode*)", node)
-
-    def setMRMLScene(self, scene):  # noqa: N802
-        self.scene = scene
-
-
-def _index(row):
-    return types.SimpleNamespace(row=lambda: row)
-
-
-class FakeTableView(FakeSignalOwner):
-    """qMRMLTableView: it shows its qMRMLTableModel through a QSortFilterProxyModel. ``selectedRows`` are the
-    selected rows of the view; ``viewOrder[i]`` is the model row the view shows in row i (None: not sorted)."""
-
-    def __init__(self, name):
-        super().__init__(name)
-        self.table = None
-        self.selectedRows = [0]
-        self.viewOrder = None
-
-    def setMRMLTableNode(self, node):  # noqa: N802
-        self.table = node
-
-    def mrmlTableNode(self):  # noqa: N802
-        return self.table
-
-    def setMRMLScene(self, scene):  # noqa: N802
-        pass
-
-    def selectionModel(self):  # noqa: N802
-        return types.SimpleNamespace(selectedIndexes=lambda: [_index(r) for r in self.selectedRows])
-
-    def sortFilterProxyModel(self):  # noqa: N802
-        return types.SimpleNamespace(mapToSource=lambda index: _index(
-            index.row() if self.viewOrder is None else self.viewOrder[index.row()]))
-
-
-class FakeValueWidget(FakeSignalOwner):
-    def __init__(self, name, value):
-        super().__init__(name)
-        self.value = value
-        self.checked = False
-        self.text = ""
-        self.currentPath = ""
-
-
-class FakeTableWidget(FakeValueWidget):
-    def __init__(self, name):
-        super().__init__(name, 0)
-        self.cells = {}
-        self.rowCount = 0
-        self.current = -1
-
-    def setColumnCount(self, count):  # noqa: N802
-        self.columnCount = count
-
-    def setHorizontalHeaderLabels(self, labels):  # noqa: N802
-        self.headers = list(labels)
-
-    def setRowCount(self, count):  # noqa: N802
-        self.rowCount = count
-        self.cells = {k: v for k, v in self.cells.items() if k[0] < count}
-
-    def setItem(self, row, column, item):  # noqa: N802
-        self.cells[row, column] = item
-
-    def item(self, row, column):
-        return self.cells.get((row, column))
-
-    def currentRow(self):  # noqa: N802
-        return self.current
-
-
-class FakeContainer(FakeValueWidget):
-    """A plain QWidget holding a layout that the code fills."""
-
-    def __init__(self, name):
-        super().__init__(name, 0)
-        self.children = []
-
-    def layout(self):
-        return types.SimpleNamespace(addWidget=self.children.append)
-
-
-def fake_widget(cls: str, name: str):
-    if cls == "QTableWidget":
-        return FakeTableWidget(name)
-    if cls == "QWidget":
-        return FakeContainer(name)
-    if cls == "QComboBox":
-        return FakeComboBox(name)
-    if cls == "qMRMLNodeComboBox":
-        return FakeNodeComboBox(name)
-    if cls == "qMRMLTableView":
-        return FakeTableView(name)
-    return FakeValueWidget(name, 0.0 if cls == "QDoubleSpinBox" else 0)
-
-
-def fake_ui(ui_path: Path):
-    root = ET.parse(ui_path).getroot()
-    widgets = {}
-    for element in root.iter("widget"):
-        widget = fake_widget(element.get("class"), element.get("name"))
-        for prop in element.findall("property"):  # initial values the .ui sets
-            if prop.get("name") == "value" and prop.find("double") is not None:
-                widget.value = float(prop.findtext("double"))
-            if prop.get("name") == "value" and prop.find("number") is not None:
-                widget.value = int(prop.findtext("number"))
-        if isinstance(widget, FakeComboBox):  # items the .ui declares
-            for item in element.findall("item"):
-                widget.addItem(item.findtext("property/string"))
-        widgets[element.get("name")] = widget
-    top = widgets[root.find("widget").get("name")]
-    top.setMRMLScene = lambda scene: None
-    top.widgets = widgets
-    return top
-
-
-# ----------------------------------------------------------------------------------------- fake application
-
-class FakeSettings:
-    store = {}
-
-    def value(self, key, default=None):
-        return self.store.get(key, default)
-
-    def setValue(self, key, value):  # noqa: N802
-        self.store[key] = str(value)
-
-    def remove(self, key):
-        self.store.pop(key, None)
-
-
-@pytest.fixture
-def fake_slicer_app(mrml_scene, monkeypatch, tmp_path):
-    qt = types.ModuleType("qt")
-    qt.QSettings = FakeSettings
-    FakeSettings.store = {"NeuroContrast/ModelsFolder": str(tmp_path / "models")}
-
-    class FakeTimer(FakeSignalOwner):
-        def __init__(self):
-            super().__init__("timer")
-            self.starts = 0
-
-        def setSingleShot(self, value):  # noqa: N802
-            pass
-
-        def setInterval(self, value):  # noqa: N802
-            pass
-
-        def start(self):
-            self.starts += 1
-            self.active = True
-
-        def stop(self):
-            self.active = False
-
-        def isActive(self):  # noqa: N802
-            return getattr(self, "active", False)
-
-    deferred = []  # QTimer.singleShot(0, f) calls: the test runs them when the event loop would
-    FakeTimer.singleShot = staticmethod(lambda msec, function: deferred.append(function))
-
-    class FakeUrl(str):
-        @staticmethod
-        def fromLocalFile(path):  # noqa: N802
-            return path
-
-    class FakeTableWidgetItem:
-        def __init__(self, text):
-            self._text = text
-
-        def text(self):
-            return self._text
-
-    class FakePushButton:
-        def __init__(self, text=""):
-            self.text, self.checkable, self.checked = text, False, False
-
-        def deleteLater(self):  # noqa: N802
-            pass
-
-    class FakeButtonGroup(FakeSignalOwner):
-        def __init__(self, parent=None):
-            super().__init__("buttonGroup")
-            self._buttons = []
-
-        def buttons(self):
-            return list(self._buttons)
-
-        def addButton(self, button, id_=-1):  # noqa: N802
-            self._buttons.append(button)
-
-        def removeButton(self, button):  # noqa: N802
-            self._buttons.remove(button)
-
-    qt.QTimer = FakeTimer
-    qt.QUrl = FakeUrl
-    qt.QTableWidgetItem = FakeTableWidgetItem
-    qt.QPushButton = FakePushButton
-    qt.QButtonGroup = FakeButtonGroup
-    qt.QDesktopServices = types.SimpleNamespace(openUrl=lambda url: opened.append(url))
-    opened = []
-
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-        def setup(self):
-            self.layout = types.SimpleNamespace(addWidget=lambda widget: None)
-
-        def resourcePath(self, relative):  # noqa: N802
-            return str(self.moduleDir / "Resources" / relative)
-
-    class ScriptedLoadableModuleLogic:  # as in Slicer: the singleton tag is the class name without "Logic"
-        def __init__(self, parent=None):
-            self.moduleName = self.__class__.__name__
-            if self.moduleName.endswith("Logic"):
-                self.moduleName = self.moduleName[:-5]
-
-        def getParameterNode(self):  # noqa: N802
-            node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-            if node is None:
-                node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
-                node.UnRegister(None)
-                node.SetSingletonTag(self.moduleName)
-                node.SetAttribute("ModuleName", self.moduleName)
-                node = slicer.mrmlScene.AddNode(node)
-            return node
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message):  # noqa: N802
-            messages.append(message)
-
-    messages = []
-    slm.ScriptedLoadableModule = ScriptedLoadableModule
-    slm.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget
-    slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    slm.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
-
-    startup = []
-    charts = []
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(
-        connect=lambda signal, slot: startup.append(slot), processEvents=lambda: None), raising=False)
-    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(plots=types.SimpleNamespace(
-        logic=lambda: types.SimpleNamespace(ShowChartInLayout=charts.append))), raising=False)
-
-    @contextlib.contextmanager
-    def try_with_error_display(message=None, waitCursor=False):  # noqa: N803 - re-raise: the test must see errors
-        yield
-
-    monkeypatch.setattr(slicer.util, "loadUI", fake_ui)
-    monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda top: types.SimpleNamespace(**top.widgets))
-    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display)
-    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: pytest.fail("asked to install"))
-    monkeypatch.setattr(slicer.util, "createProgressDialog", lambda **kw: types.SimpleNamespace(
-        setValue=lambda v: None, setLabelText=lambda t: None, close=lambda: None))
-    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kw: None)
-    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *a: None)
-    infos = []
-    monkeypatch.setattr(slicer.util, "infoDisplay", lambda text, *a, **k: infos.append(text))
-    monkeypatch.setenv("NEUROCONTRAST_MODELS_DIR", "")
-    return types.SimpleNamespace(startup=startup, charts=charts, messages=messages, opened=opened, infos=infos,
-                                 deferred=deferred)
-
-
-def load_module_file(module: str, monkeypatch):
-    path = REPO / module / f"{module}.py"
-    spec = importlib.util.spec_from_file_location(f"_{module}_under_test", path)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
-
-
-def make_widget(loaded, module: str):
-    widget = getattr(loaded, f"{module}Widget")(None)
-    widget.moduleDir = REPO / module
-    widget.setup()
-    return widget
+from slicer_fakes import FakeSettings, load_module_file, make_widget
 
 
 # ----------------------------------------------------------------------------------------- tests
@@ -418,7 +33,7 @@ def phantom():
 
 
 def test_hub_widget(fake_slicer_app, monkeypatch, mrml_scene):
-    loaded = load_module_file("NeuroContrast", monkeypatch)
+    loaded = load_module_file("NeuroContrast")
     parent = types.SimpleNamespace()
     loaded.NeuroContrast(parent)
     assert parent.title == "NeuroContrast" and parent.categories == ["NeuroContrast"]
@@ -429,12 +44,11 @@ def test_hub_widget(fake_slicer_app, monkeypatch, mrml_scene):
     assert ui.computeDeviceComboBox.currentText == "auto"  # stored settings shown, not overwritten
     assert FakeSettings.store["NeuroContrast/ModelsFolder"].endswith("models")
     ui.threadsSpinBox.value = 2
-    ui.threadsSpinBox.emit("valueChanged(int)", 2)
     assert FakeSettings.store["NeuroContrast/Threads"] == "2"
     assert ui.deviceStatusLabel.text.endswith("2 thread(s)")
-    ui.refreshModelsButton.emit("clicked()")
+    ui.refreshModelsButton.click()
     assert ui.modelsTableView.table.GetName() == "NeuroContrast models"
-    ui.openModelsFolderButton.emit("clicked()")
+    ui.openModelsFolderButton.click()
     assert fake_slicer_app.opened[-1] == FakeSettings.store["NeuroContrast/ModelsFolder"]
     asked = []
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: asked.append(text) or False)
@@ -451,7 +65,7 @@ def test_hub_widget(fake_slicer_app, monkeypatch, mrml_scene):
 
     monkeypatch.setattr(dependencies.importlib.metadata, "version", version_without_scipy)
     with pytest.raises(ValueError, match="installation declined"):  # the phantom needs scipy: ask first
-        ui.loadPhantomButton.emit("clicked()")
+        ui.loadPhantomButton.click()
     assert "scipy" in asked[0]
     dependencies.reset_session_cache()
 
@@ -466,65 +80,70 @@ def test_hub_model_card_follows_the_sorted_view(fake_slicer_app, monkeypatch, mr
     for name in ("alpha", "beta", "gamma"):
         weights.save_model({"w": torch.ones(2)}, FakeSettings.store["NeuroContrast/ModelsFolder"], name, "unet3d",
                            {}, model_card=f"docs/models/{name}-card.md")
-    widget = make_widget(load_module_file("NeuroContrast", monkeypatch), "NeuroContrast")
+    widget = make_widget(load_module_file("NeuroContrast"), "NeuroContrast")
     view, opened = widget.ui.modelsTableView, fake_slicer_app.opened
     assert [row.name for row in widget.modelRows] == ["alpha", "beta", "gamma"]
     view.viewOrder = [0, 3, 2, 1]  # sorted by name, descending; the model's row 0 holds the column names
     for selected, expected in ((1, "gamma"), (3, "alpha"), (2, "beta")):
         view.selectedRows = [selected]
-        widget.ui.openModelCardButton.emit("clicked()")
+        widget.ui.openModelCardButton.click()
         assert opened[-1].endswith(f"/docs/models/{expected}-card.md")
     view.viewOrder = None
     view.selectedRows = [1]
-    widget.ui.openModelCardButton.emit("clicked()")
+    widget.ui.openModelCardButton.click()
     assert opened[-1].endswith("/docs/models/alpha-card.md")
     count = len(opened)
     for selection in ([], [0]):
         view.selectedRows = selection
-        widget.ui.openModelCardButton.emit("clicked()")
+        widget.ui.openModelCardButton.click()
     assert len(opened) == count and fake_slicer_app.infos == ["Select a model in the table first."] * 2
 
 
-def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, monkeypatch, mrml_scene, phantom):
+def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, mrml_scene, phantom):
     from NeuroContrastLib.sampledata import load_dsc_phantom
 
     nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
-    loaded = load_module_file("PerfusionNet", monkeypatch)
+    segments = nodes["segments"]
+    loaded = load_module_file("PerfusionNet")
     widget = make_widget(loaded, "PerfusionNet")
     ui = widget.ui
     assert ui.methodComboBox.currentData == "osvd"
     ui.dscSelector.setCurrentNode(nodes["sequence"])
     ui.aifSelector.setCurrentNode(nodes["segmentation"])
+    ui.aifSegmentSelector.setCurrentSegmentID(segments["AIF"])
     ui.vofSelector.setCurrentNode(nodes["segmentation"])
-    ui.vofSegmentComboBox.currentIndex = ui.vofSegmentComboBox.findText("VOF")
+    ui.vofSegmentSelector.setCurrentSegmentID(segments["VOF"])
     ui.brainSelector.setCurrentNode(nodes["segmentation"])
-    ui.brainSegmentComboBox.currentIndex = ui.brainSegmentComboBox.findText("Brain")
-    assert [t for t, _ in ui.aifSegmentComboBox.items] == ["AIF", "VOF", "Brain"]
+    ui.brainSegmentSelector.setCurrentSegmentID(segments["Brain"])
+    assert ui.aifSegmentSelector.segmentIDs == [segments[n] for n in ("AIF", "VOF", "Brain")]
     params = widget.parametersFromUi()
-    assert (params.aif_segment, params.vof_segment, params.brain_segment) == ("AIF", "VOF", "Brain")
-    widget.onUpdateCurves()
+    assert (params.aif_segment, params.vof_segment, params.brain_segment) == (segments["AIF"], segments["VOF"],
+                                                                              segments["Brain"])
+    fake_slicer_app.run_timers()
     assert ui.curvesStatusLabel.text.startswith(f"AIF: {int(phantom.aif_mask.sum())} voxel(s)")
     assert fake_slicer_app.charts
-    ui.suggestAifButton.emit("clicked()")
+    ui.suggestAifButton.click()
     assert ui.aifSelector.currentNode().GetName() == "AIF candidates"
+    assert not ui.aifSegmentSelector.visible and widget.parametersFromUi().aif_segment == ""
     ui.aifSelector.setCurrentNode(nodes["segmentation"])
-    ui.applyButton.emit("clicked()")
+    ui.aifSegmentSelector.setCurrentSegmentID(segments["AIF"])
+    ui.applyButton.click()
     assert ui.statusLabel.text.startswith("Done: cbf")
     assert ui.volumesTableView.table is not None
     assert widget.parameterNode.GetSingletonTag() == "PerfusionNet"  # not the base class's "ScriptedLoadableModule"
     assert widget.parameterNode.GetAttribute("ModuleName") == "PerfusionNet"
     stored = loaded.PerfusionNetParameters.read(widget.parameterNode)
-    assert stored.dsc_node_id == nodes["sequence"].GetID() and stored.vof_segment == "VOF"
-    # a new widget restores the parameters from the parameter node
+    assert stored.dsc_node_id == nodes["sequence"].GetID() and stored.vof_segment == segments["VOF"]
+    # a new widget (the scene saved and reopened) shows the parameters of the parameter node
     again = make_widget(loaded, "PerfusionNet")
-    again.parameterNode = widget.parameterNode
-    again.uiFromParameters(stored)
     assert again.parametersFromUi() == stored
+    widget.cleanup()
+    again.cleanup()
 
 
 @pytest.mark.parametrize("module", ["NeuroContrast", "PerfusionNet", "ReaderStudy"])
 def test_module_self_tests_pass(fake_slicer_app, monkeypatch, mrml_scene, module):
-    loaded = load_module_file(module, monkeypatch)
+    loaded = load_module_file(module)
     result = unittest.TestResult()
     getattr(loaded, f"{module}Test")("runTest").run(result)
     assert result.errors == [] and result.failures == []
@@ -555,12 +174,13 @@ def test_readerstudy_widget_observers_and_marks(fake_slicer_app, monkeypatch, mr
         return types.SimpleNamespace(sliceLogic=lambda: logic, mrmlSliceNode=lambda: slice_nodes[name])
 
     monkeypatch.setattr(slicer.app, "layoutManager", lambda: types.SimpleNamespace(
-        setLayout=layouts.append, sliceWidget=slice_widget), raising=False)
+        setLayout=layouts.append, sliceWidget=slice_widget, sliceViewNames=lambda: list(slice_nodes)),
+        raising=False)
     probe = []
     monkeypatch.setattr(slicer.util, "mainWindow", lambda: None)
     monkeypatch.setattr(slicer.util, "findChild", lambda parent, name: types.SimpleNamespace(setVisible=probe.append))
 
-    loaded = load_module_file("ReaderStudy", monkeypatch)
+    loaded = load_module_file("ReaderStudy")
     ticks = iter(range(10, 10**6, 10))
     monkeypatch.setattr(loaded, "time", types.SimpleNamespace(time=lambda: next(ticks)))  # no 1 s throttling
     widget = make_widget(loaded, "ReaderStudy")
@@ -580,21 +200,21 @@ def test_readerstudy_widget_observers_and_marks(fake_slicer_app, monkeypatch, mr
     ui.studyFolderLineEdit.text, ui.readerLineEdit.text = str(tmp_path / "study"), "R1"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # VTKObservationMixin warns "already has observer"
-        ui.loginButton.emit("clicked()")
+        ui.loginButton.click()
         assert probe == [False] and ui.worklistTable.rowCount == len(widget.logic.worklist()) > 0
-        ui.openNextButton.emit("clicked()")
+        ui.openNextButton.click()
         assert layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView]
         assert view_handlers() == 2
-        widget.gradeGroup.emit("buttonClicked(int)", 3)
-        ui.submitButton.emit("clicked()")  # opens the next read: the same slice views again
+        widget.gradeGroup.click(3)
+        ui.submitButton.click()  # opens the next read: the same slice views again
         assert len(layouts) == 2 and ui.caseLabel.text.startswith("Case K")
         assert view_handlers() == 2
         assert sorted(obj.GetID() for obj, _, method, *_ in widget.Observations
                       if method == widget.onViewActivity) == sorted(n.GetID() for n in slice_nodes.values())
         # an unfinished "Add lesion" is replaced by the next one; the drawn line becomes the lesion's two lines
         displays = count("vtkMRMLMarkupsDisplayNode")
-        ui.addLesionButton.emit("clicked()")
-        ui.addLesionButton.emit("clicked()")
+        ui.addLesionButton.click()
+        ui.addLesionButton.click()
         assert count("vtkMRMLMarkupsLineNode") == 1 and count("vtkMRMLMarkupsDisplayNode") == displays + 1
         widget.pendingLine.AddControlPointWorld(-6.0, 10.0, 0.0)
         widget.pendingLine.AddControlPointWorld(6.0, 10.0, 0.0)
@@ -604,10 +224,12 @@ def test_readerstudy_widget_observers_and_marks(fake_slicer_app, monkeypatch, mr
         assert ui.lesionTable.rowCount == 1 and ui.lesionTable.item(0, 1).text() == "12.0"
         assert count("vtkMRMLMarkupsLineNode") == 2 and count("vtkMRMLMarkupsDisplayNode") == displays + 2
         ui.lesionTable.current = 0
-        ui.deleteLesionButton.emit("clicked()")
+        ui.deleteLesionButton.click()
         assert ui.lesionTable.rowCount == 0
         assert count("vtkMRMLMarkupsLineNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == displays
-        ui.logoutButton.emit("clicked()")
+        assert FakeSettings.store["DataProbe/sliceViewAnnotations.enabled"] == "0"  # blinded while reading
+        ui.logoutButton.click()
+    assert "DataProbe/sliceViewAnnotations.enabled" not in FakeSettings.store  # the reader's own (none) is back
     assert view_handlers() == 0 and probe == [False, True]
     assert count("vtkMRMLScalarVolumeNode") == 0 and count("vtkMRMLMarkupsDisplayNode") == 0
     widget.cleanup()
@@ -642,7 +264,7 @@ def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypat
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda *a, **k: pytest.fail(f"error shown: {a}"))
     monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
 
-    loaded = load_module_file("VirtualGadolinium", monkeypatch)
+    loaded = load_module_file("VirtualGadolinium")
     parent = types.SimpleNamespace()
     loaded.VirtualGadolinium(parent)
     assert parent.dependencies == ["NeuroContrast"]  # NeuroContrastLib and the core live in the hub module
@@ -661,7 +283,7 @@ def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypat
     assert (params.mode, params.agent, params.tta, params.field_strength_t) == ("amplify", "gadoterate", 2, 1.5)
     widget.updateApply()
     assert ui.applyButton.enabled
-    ui.applyButton.emit("clicked(bool)", False)
+    ui.applyButton.click()
     assert widget.timer.isActive() and ui.cancelButton.enabled and not ui.applyButton.enabled
     work_dir = widget.logic.work_dir
     deadline = time.monotonic() + 300
@@ -675,3 +297,295 @@ def test_virtualgadolinium_widget_apply_poll_and_show(fake_slicer_app, monkeypat
     assert composites["Red"].GetBackgroundVolumeID() == nodes["t1c"].GetID()
     assert layouts == [slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView]
     assert not os.path.exists(work_dir)
+    widget.cleanup()
+
+
+def test_virtualgadolinium_state_is_saved_with_the_scene_and_the_logic_is_injected(fake_slicer_app, mrml_scene,
+                                                                                     tmp_path):
+    """The widget keeps its parameters in the parameter node (volumes as node references), a new widget (a
+    reopened scene) shows them again, a scene close cancels the run; the logic and its runner are injected."""
+    import SimpleITK as sitk
+    from VirtualGadoliniumLib.logic import VirtualGadoliniumLogic, image_to_volume
+
+    image = sitk.GetImageFromArray(np.random.default_rng(1).random((6, 8, 10)).astype(np.float32))
+    t1, flair, t1c = (image_to_volume(image, name, scene=mrml_scene) for name in ("T1", "FLAIR", "T1c"))
+    started = []
+
+    class FakeRunner:
+        cancelled = False
+
+        def poll(self):
+            return {"running": not self.cancelled, "returncode": None if not self.cancelled else -15,
+                    "fraction": 0.5, "message": "half", "error": "cancelled" if self.cancelled else "", "output": ""}
+
+        def wait(self, timeout=None):
+            return self.poll()
+
+        def cancel(self):
+            self.cancelled = True
+
+    def factory(command, env):
+        started.append(command)
+        return FakeRunner()
+
+    loaded = load_module_file("VirtualGadolinium")
+    logic = VirtualGadoliniumLogic(mrml_scene, runner_factory=factory)
+    widget = make_widget(loaded, "VirtualGadolinium", logic=logic)
+    assert widget.logic is logic
+    ui = widget.ui
+    ui.modeComboBox.setCurrentText("amplify")
+    ui.t1Selector.setCurrentNode(t1)
+    ui.flairSelector.setCurrentNode(flair)
+    ui.contrastSelector.setCurrentNode(t1c)
+    ui.repeatSpinBox.value = 3
+    ui.preprocessedCheckBox.checked = True
+    node = widget.parameterNode
+    assert node.GetNodeReferenceID("contrast") == t1c.GetID() and node.GetParameter("repeat") == "3"
+    again = make_widget(loaded, "VirtualGadolinium", logic=logic)  # the scene reopened: the same node
+    assert again.parameters() == widget.parameters()
+    node.SetParameter("repeat", "2")  # a script (or an undo) edits the node: the widget follows
+    assert again.ui.repeatSpinBox.value == 2
+    ui.applyButton.click()
+    assert started and started[0][3:5] == ["contrast", "amplify"] and widget.timer.isActive()
+    widget.onPoll()
+    assert ui.statusLabel.text == "half" and ui.progressBar.value == 50
+    mrml_scene.InvokeEvent(mrml_scene.StartCloseEvent)
+    assert logic.runner.cancelled and widget.parameterNode is None
+    mrml_scene.InvokeEvent(mrml_scene.EndCloseEvent)
+    assert widget.parameterNode is not None
+    widget.cleanup()
+    again.cleanup()
+
+
+# ----------------------------------------------------------------------------------------- PerfusionNet editing
+
+def _paint(segmentation, segment_id, mask, reference, scene):
+    """Write ``mask`` into an existing segment as an editor effect does (fires the segmentation's real events)."""
+    import vtk
+    from NeuroContrastLib import mrml
+
+    label = mrml.volume_node_from_array(mask.astype(np.uint8), mrml.geometry_from_volume_node(reference), "stroke",
+                                        scene, class_name="vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label, segmentation, ids)
+    mrml.remove_node(label, scene)
+
+
+def test_perfusionnet_dsc_picker_takes_a_multivolume(fake_slicer_app):
+    """The DICOM module gives many DSC series as a vtkMRMLMultiVolumeNode (a scalar-volume subclass): the picker
+    must list it, as the tooltip, the docs and mrml.series_from_sequence_node promise."""
+    widget = make_widget(load_module_file("PerfusionNet"), "PerfusionNet")
+    picker = widget.ui.dscSelector
+    assert picker.accepts("vtkMRMLMultiVolumeNode") and picker.accepts("vtkMRMLSequenceNode")
+    assert not picker.accepts("vtkMRMLScalarVolumeNode")  # a 3D volume is no DSC series
+    widget.cleanup()
+
+
+def test_perfusionnet_curves_follow_real_edit_events_debounced(fake_slicer_app, mrml_scene, phantom):
+    """Moving a point, adding a segment or painting fires PointModified / SegmentAdded / SegmentModified (not
+    Modified): the curves update once after a burst of edits, and the segment lists follow new segments."""
+    from NeuroContrastLib import mrml
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    widget = make_widget(load_module_file("PerfusionNet"), "PerfusionNet")
+    ui, app = widget.ui, fake_slicer_app
+    updates = []
+    real_update = widget.logic.update_curves
+    widget.logic.update_curves = lambda params: updates.append(params) or real_update(params)
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF points")
+    aif_voxels = np.argwhere(phantom.aif_mask)
+    first = mrml.zyx_to_ras(reference, aif_voxels[:1])[0]
+    points.AddControlPoint(*first)
+    ui.aifSelector.setCurrentNode(points)
+    app.run_timers()
+    assert len(updates) == 1 and ui.curvesStatusLabel.text.startswith("AIF: 1 voxel(s)")
+    for position in mrml.zyx_to_ras(reference, aif_voxels[1:6]):  # the user drags the point over 5 voxels
+        points.SetNthControlPointPosition(0, *position)
+    assert widget.curvesTimer.isActive() and len(updates) == 1
+    app.run_timers()
+    assert len(updates) == 2  # one update for the whole drag
+    points.AddControlPoint(*mrml.zyx_to_ras(reference, aif_voxels[:1])[0])
+    app.run_timers()
+    assert len(updates) == 3 and ui.curvesStatusLabel.text.startswith("AIF: 2 voxel(s)")
+    # a segmentation whose VOF segment is created after it was selected
+    segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    ui.vofSelector.setCurrentNode(segmentation)
+    assert ui.vofSegmentSelector.segmentIDs == []
+    vof_id = segmentation.GetSegmentation().AddEmptySegment("VOF", "VOF")
+    assert ui.vofSegmentSelector.segmentIDs == [vof_id] and widget.parametersFromUi().vof_segment == vof_id
+    app.run_timers()
+    _paint(segmentation, vof_id, phantom.vof_mask, reference, mrml_scene)
+    assert widget.curvesTimer.isActive()
+    app.run_timers()
+    assert ui.curvesStatusLabel.text.endswith(f"VOF: {int(phantom.vof_mask.sum())} voxel(s)")
+    ui.vofSelector.setCurrentNode(None)  # no longer observed
+    app.run_timers()
+    _paint(segmentation, vof_id, phantom.aif_mask, reference, mrml_scene)
+    assert not widget.curvesTimer.isActive()
+    widget.cleanup()
+
+
+def test_perfusionnet_paint_aif_in_the_segment_editor(fake_slicer_app, mrml_scene, phantom):
+    """"Paint AIF / VOF": a new AIF/VOF segmentation on the DSC grid and the bolus-peak frame go to the Segment
+    Editor; the strokes painted there update the curves and the AIF quality figures; MinIP is offered too."""
+    from NeuroContrastLib import mrml
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+    from PerfusionNetLib.delineation import bolus_images
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    widget = make_widget(load_module_file("PerfusionNet"), "PerfusionNet")
+    ui, app = widget.ui, fake_slicer_app
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    ui.editSegmentsButton.click()
+    assert app.modules_selected == ["SegmentEditor"]
+    segmentation, source = app.segment_editor.segmentation, app.segment_editor.source
+    assert segmentation.GetName() == "DSCPhantom AIF/VOF" and ui.aifSelector.currentNode() is segmentation
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)]
+    assert names == ["AIF", "VOF"]
+    peak, peak_frame, minip = bolus_images(phantom.signal)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(source), peak_frame)
+    assert 0 < peak < phantom.signal.shape[0] - 1 and np.all(minip <= peak_frame)
+    params = widget.parametersFromUi()
+    assert params.aif_segment != params.vof_segment
+    _paint(segmentation, params.aif_segment, phantom.aif_mask, reference, mrml_scene)
+    _paint(segmentation, params.vof_segment, phantom.vof_mask, reference, mrml_scene)
+    app.run_timers()
+    text = ui.curvesStatusLabel.text
+    assert text.startswith(f"AIF: {int(phantom.aif_mask.sum())} voxel(s), peak") and "FWHM" in text, text
+    ui.delineationSourceComboBox.setCurrentIndex(ui.delineationSourceComboBox.findData("minip"))
+    ui.editSegmentsButton.click()  # the same segmentation again, now on the MinIP
+    assert app.segment_editor.segmentation is segmentation
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(app.segment_editor.source), minip)
+    widget.cleanup()
+
+
+def test_perfusionnet_network_runs_in_the_background_and_can_be_cancelled(fake_slicer_app, mrml_scene, phantom):
+    """ST-Net does not run inside Slicer's process: Apply starts the `neurocontrast perfusion` command through
+    the injected runner, the poll shows its progress, Cancel terminates it; the scene close cancels too."""
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+    from PerfusionNetLib.network_job import NetworkJob
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    commands, runners = [], []
+
+    class FakeRunner:
+        def __init__(self):
+            self.cancelled = False
+
+        def poll(self):
+            return {"running": not self.cancelled, "returncode": -15 if self.cancelled else None, "fraction": 0.25,
+                    "message": "ST-Net slab 1/4", "error": "cancelled" if self.cancelled else "", "output": ""}
+
+        def wait(self, timeout=None):
+            return self.poll()
+
+        def cancel(self):
+            self.cancelled = True
+
+    def factory(command, env):
+        commands.append(command)
+        runners.append(FakeRunner())
+        return runners[-1]
+
+    loaded = load_module_file("PerfusionNet")
+    logic = loaded.PerfusionNetLogic(mrml_scene)
+    widget = make_widget(loaded, "PerfusionNet", logic=logic, networkJob=NetworkJob(logic, runner_factory=factory))
+    ui = widget.ui
+    if ui.methodComboBox.findData("stnet") < 0:
+        pytest.skip("ST-Net is not registered in this build")  # pragma: no cover
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    for selector, picker, name in ((ui.aifSelector, ui.aifSegmentSelector, "AIF"),
+                                   (ui.vofSelector, ui.vofSegmentSelector, "VOF"),
+                                   (ui.brainSelector, ui.brainSegmentSelector, "Brain")):
+        selector.setCurrentNode(nodes["segmentation"])
+        picker.setCurrentSegmentID(nodes["segments"][name])
+    ui.methodComboBox.currentIndex = ui.methodComboBox.findData("stnet")
+    ui.applyButton.click()
+    command = commands[0]
+    assert command[3:5] == ["perfusion", command[4]] and command[command.index("--method") + 1] == "stnet"
+    assert "--progress-lines" in command and "--aif-mask" in command and "--brain-mask" in command
+    assert widget.pollTimer.isActive() and ui.applyButton.text == "Cancel"
+    fake_slicer_app.run_timers()
+    assert ui.statusLabel.text == "25 % ST-Net slab 1/4"
+    ui.applyButton.click()  # Cancel
+    assert runners[0].cancelled
+    with pytest.raises(Exception, match="cancelled"):
+        fake_slicer_app.run_timers()  # the poll sees the end; the error dialog (re-raised here) says cancelled
+    assert ui.applyButton.text == "Apply" and widget.networkJob.work_dir is None  # exported images removed
+    widget.cleanup()
+
+
+def test_readerstudy_short_axis_in_the_view_the_long_axis_was_drawn_in(fake_slicer_app, monkeypatch, mrml_scene,
+                                                                       tmp_path):
+    """A long axis drawn in the sagittal Yellow view gets its short axis in the sagittal plane (it used to take
+    the Red view's axial plane always); the study folder and reader come back from the parameter node."""
+    from neurocontrast.readerstudy.synthetic import make_synthetic_study
+
+    make_synthetic_study(tmp_path / "study", n_cases=2, seed=3)
+    for cls in ("vtkMRMLSelectionNode", "vtkMRMLInteractionNode"):
+        node = getattr(slicer, cls)()
+        node.SetSingletonTag("Singleton")
+        mrml_scene.AddNode(node)
+    slice_nodes = {name: mrml_scene.AddNewNodeByClass("vtkMRMLSliceNode") for name in ("Red", "Yellow")}
+    slice_nodes["Yellow"].SetSliceToRASByNTP(1, 0, 0, 0, 1, 0, 4.0, 0, 0, 0)  # sagittal through R = 4 mm
+    composites = {name: mrml_scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for name in slice_nodes}
+
+    def slice_widget(name):
+        logic = types.SimpleNamespace(GetSliceCompositeNode=lambda: composites[name], FitSliceToAll=lambda: None)
+        return types.SimpleNamespace(sliceLogic=lambda: logic, mrmlSliceNode=lambda: slice_nodes[name])
+
+    monkeypatch.setattr(slicer.app, "layoutManager", lambda: types.SimpleNamespace(
+        setLayout=lambda layout: None, sliceWidget=slice_widget, sliceViewNames=lambda: list(slice_nodes)),
+        raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: None)
+    monkeypatch.setattr(slicer.util, "findChild", lambda parent, name: types.SimpleNamespace(setVisible=lambda v: 0))
+    loaded = load_module_file("ReaderStudy")
+    widget = make_widget(loaded, "ReaderStudy")
+    ui = widget.ui
+    ui.studyFolderLineEdit.text, ui.readerLineEdit.text = str(tmp_path / "study"), "R2"
+    ui.loginButton.click()
+    ui.openNextButton.click()
+    ui.addLesionButton.click()
+    widget.pendingLine.AddControlPointWorld(4.0, -6.0, 10.0)  # in the Yellow (sagittal) plane only
+    widget.pendingLine.AddControlPointWorld(4.0, 6.0, 10.0)
+    fake_slicer_app.run_deferred()
+    long_node, short_node = next(iter(widget.logic.lesion_nodes.values()))
+    short = np.array([short_node.GetNthControlPointPositionWorld(i) for i in range(2)])
+    assert np.allclose(short[:, 0], 4.0)  # stays in the sagittal plane (axial would move along R)
+    assert np.allclose(np.abs(short[1] - short[0]), (0.0, 0.0, 6.0))  # perpendicular, half the long axis
+    ui.logoutButton.click()
+    widget.cleanup()
+    again = make_widget(loaded, "ReaderStudy")  # the scene reopened
+    assert (again.ui.studyFolderLineEdit.text, again.ui.readerLineEdit.text) == (str(tmp_path / "study"), "R2")
+    again.cleanup()
+
+
+def test_perfusionnet_follows_its_parameter_node_and_the_scene_close(fake_slicer_app, mrml_scene, phantom):
+    """A script (or a loaded scene) that edits the parameter node updates the panel; closing the scene drops
+    the observers and the next scene gets a fresh parameter node."""
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    loaded = load_module_file("PerfusionNet")
+    widget = make_widget(loaded, "PerfusionNet")
+    node = widget.parameterNode
+    params = loaded.PerfusionNetParameters(dsc_node_id=nodes["sequence"].GetID(), method="tikhonov",
+                                           tikhonov_lambda=0.3, aif_node_id=nodes["segmentation"].GetID(),
+                                           aif_segment="VOF")
+    params.write(node)
+    ui = widget.ui
+    assert ui.dscSelector.currentNode() is nodes["sequence"] and ui.methodComboBox.currentData == "tikhonov"
+    assert ui.tikhonovLambdaSpinBox.value == pytest.approx(0.3)
+    assert ui.aifSegmentSelector.currentSegmentID() == nodes["segments"]["VOF"]  # a name resolves to its ID
+    mrml_scene.InvokeEvent(mrml_scene.StartCloseEvent)
+    assert widget.parameterNode is None
+    assert not [o for o in widget.Observations if o[2] == widget.onCurveInputModified]
+    mrml_scene.InvokeEvent(mrml_scene.EndCloseEvent)
+    assert widget.parameterNode is not None
+    widget.cleanup()

@@ -151,7 +151,8 @@ def test_bad_inputs_give_clear_errors(mrml_scene, loaded, phantom):
     mrml.add_segment_from_mask(empty, np.zeros(phantom.geometry.shape, bool), mrml.first_frame_node(nodes["sequence"]),
                                "nothing")
     with pytest.raises(NeuroContrastError, match="cover no voxel"):
-        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=empty.GetID()))
+        logic.compute_curves(PerfusionNetParameters(dsc_node_id=params.dsc_node_id, aif_node_id=empty.GetID(),
+                                                    aif_segment="nothing"))
     assert segment_names(nodes["segmentation"]) == ["AIF", "VOF", "Brain"] and segment_names(points) == []
 
 
@@ -243,7 +244,7 @@ def test_run_outputs_match_the_core_and_are_displayed(mrml_scene, loaded, phanto
     tmax_display = outputs.map_nodes["tmax"].GetDisplayNode()
     assert (tmax_display.GetWindow(), tmax_display.GetLevel()) == (10.0, 5.0)
     assert not tmax_display.GetAutoWindowLevel()
-    assert tmax_display.GetColorNodeID() == "vtkMRMLColorTableNodeRainbow"
+    assert_clinical_display(outputs.map_nodes, phantom.brain_mask)
     # Tmax > 6 s segmentation and its volume
     reference = mrml.first_frame_node(nodes["sequence"])
     segmentation = outputs.hypoperfusion_segmentation
@@ -275,6 +276,31 @@ def test_run_refuses_invalid_parameters(mrml_scene, loaded):
     nodes["sequence"].RemoveAttribute("NeuroContrast.EchoTime_s")
     with pytest.raises(NeuroContrastError, match="TE"):
         PerfusionNetLogic(mrml_scene).run(params)
+
+
+def assert_clinical_display(map_nodes, brain):
+    """Tmax/TTP run blue (low) → red (high) and CBF/CBV through a perceptual map, all from tables the logic made
+    (the scene has none of the application's file tables); the zero background falls on a transparent entry
+    and no brain voxel of CBF/CBV/TTP does; units are voxel-value units (UCUM), not a custom attribute."""
+    for name, node in map_nodes.items():
+        display = node.GetDisplayNode()
+        table = display.GetColorNode()
+        assert table.GetName().startswith("NeuroContrast "), (name, table.GetName())
+        lut = table.GetLookupTable()
+        low_rgba, high_rgba = lut.GetTableValue(1), lut.GetTableValue(table.GetNumberOfColors() - 1)
+        assert lut.GetTableValue(0)[3] == 0.0  # background transparent
+        if name in ("tmax", "ttp"):
+            assert low_rgba[2] > low_rgba[0] and high_rgba[0] > high_rgba[2], (name, low_rgba, high_rgba)
+        units = node.GetVoxelValueUnits()
+        assert units is not None and units.GetCodingSchemeDesignator() == "UCUM"
+        assert node.GetAttribute("NeuroContrast.Unit") is None
+        values = slicer.util.arrayFromVolume(node)
+        low = display.GetWindowLevelMin()
+        assert np.all(values[~brain] <= low)  # the background falls on the transparent entry
+        if name in ("cbf", "cbv", "ttp"):
+            assert np.all(values[brain] > low), name  # no brain voxel does
+    assert map_nodes["tmax"].GetVoxelValueUnits().GetCodeValue() == "s"
+    assert map_nodes["cbf"].GetVoxelValueUnits().GetCodeValue() == "mL/(100.g.min)"
 
 
 def test_display_ranges():
@@ -333,3 +359,100 @@ def test_series_is_read_once_while_unchanged(mrml_scene, loaded):
     nodes["sequence"].SetAttribute("NeuroContrast.EchoTime_s", "0.02")
     params.te_s = 0.0
     assert logic.load_dsc(params)[0].te_s == pytest.approx(0.02)
+
+
+# ----------------------------------------------------------------------------------------- segment choice
+
+def test_an_empty_segment_name_never_falls_back_to_the_first_segment(mrml_scene, loaded):
+    """With the segment left empty the mask used to be the segmentation's first segment (AIF), so AIF and VOF
+    could silently be the same segment; now the run and the curves name what is missing."""
+    import dataclasses
+
+    nodes, params = loaded
+    for field in ("vof_segment", "aif_segment"):
+        empty = dataclasses.replace(params, **{field: ""})
+        with pytest.raises(NeuroContrastError, match="choose a segment of 'DSCPhantom masks'.*AIF, VOF, Brain"):
+            PerfusionNetLogic(mrml_scene).run(empty)
+        with pytest.raises(NeuroContrastError, match="choose a segment"):
+            PerfusionNetLogic(mrml_scene).compute_curves(empty)
+
+
+def test_aif_and_vof_on_the_same_voxels_are_refused(mrml_scene, loaded):
+    import dataclasses
+
+    _, params = loaded
+    with pytest.raises(NeuroContrastError, match="AIF and VOF cover exactly the same voxels"):
+        PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, vof_segment="AIF"))
+
+
+# ----------------------------------------------------------------------------------------- background process
+
+def test_network_job_runs_the_command_line_in_a_subprocess(mrml_scene, loaded, phantom, monkeypatch):
+    """The background path end to end with the real subprocess (oSVD here, so that it takes seconds; ST-Net
+    and the Tmax net go the same way): exported series and masks, `neurocontrast perfusion --progress-lines`,
+    maps imported on the DSC grid with the module's display, the Tmax > 6 s region, temporary files removed."""
+    import sys
+
+    from NeuroContrastLib.runner import CommandRunner
+    from PerfusionNetLib.network_job import NetworkJob
+
+    monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
+    nodes, params = loaded
+    logic = PerfusionNetLogic(mrml_scene)
+    job = NetworkJob(logic)
+    runner = job.start(params)
+    assert isinstance(runner, CommandRunner)
+    work_dir = job.work_dir
+    status = runner.wait(timeout=300)
+    assert status["returncode"] == 0, status["output"]
+    assert status["fraction"] == 1.0  # the PROGRESS lines reached the runner
+    outputs = job.finish()
+    import dataclasses
+
+    in_process = PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, output_prefix="in process"))
+    for name in ("cbf", "tmax"):
+        node = outputs.map_nodes[name]
+        assert mrml.geometry_from_volume_node(node).same_as(phantom.geometry)
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(node),
+                                   slicer.util.arrayFromVolume(in_process.map_nodes[name]), rtol=1e-5, atol=1e-5)
+    assert_clinical_display(outputs.map_nodes, phantom.brain_mask)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Tmax > 6 s", reference),
+                                  in_process.result.hypoperfusion.masks[6.0])
+    import os
+    assert not os.path.exists(work_dir)
+
+
+def test_an_svd_apply_never_imports_torch(tmp_path):
+    """Apply with oSVD (settings put in effect, methods listed, maps computed and shown) must not import torch:
+    seconds and hundreds of MB for nothing. Run in a fresh interpreter, where nothing imported it before."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, slicer
+scene = slicer.vtkMRMLScene(); slicer.mrmlScene = scene
+for name in ("vtkSlicerColorLogic", "vtkSlicerMarkupsLogic", "vtkSlicerSequencesLogic", "vtkSlicerSegmentationsModuleLogic", "vtkSlicerTablesLogic", "vtkSlicerPlotsLogic"):
+    logic = getattr(slicer, name)(); logic.SetMRMLScene(scene); globals()[name] = logic
+from NeuroContrastLib.sampledata import load_dsc_phantom, phantom_options_for_tests
+from NeuroContrastLib.settings import NeuroContrastSettings
+from PerfusionNetLib.logic import PerfusionNetLogic, PerfusionNetParameters, available_methods
+from PerfusionNetLib.network_job import runs_in_background
+nodes = load_dsc_phantom(scene, **phantom_options_for_tests())
+seg, ids = nodes["segmentation"], nodes["segments"]
+NeuroContrastSettings().apply(environ={})
+methods = available_methods()
+params = PerfusionNetParameters(dsc_node_id=nodes["sequence"].GetID(), aif_node_id=seg.GetID(), aif_segment=ids["AIF"],
+                                vof_node_id=seg.GetID(), vof_segment=ids["VOF"], brain_node_id=seg.GetID(),
+                                brain_segment=ids["Brain"], method="osvd")
+assert not runs_in_background("osvd") and runs_in_background("stnet")
+PerfusionNetLogic(scene).run(params)
+print("torch imported:", "torch" in sys.modules)
+"""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(repo, d) for d in ("NeuroContrast", "PerfusionNet")] + [os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch imported: False" in out.stdout

@@ -42,6 +42,51 @@ def test_node_image_round_trip_keeps_lps_geometry(mrml_scene):
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(img))
 
 
+def test_export_hardens_the_parent_transform(mrml_scene):
+    """A volume registered with an unhardened transform must reach the network where Slicer shows it (markups
+    are read in world coordinates; the volumes used to be exported on their untransformed grid, silently)."""
+    import vtk
+
+    img = _oblique_image()
+    node = image_to_volume(img, "moved", scene=mrml_scene)
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    matrix = vtk.vtkMatrix4x4()
+    c, s_ = np.cos(0.2), np.sin(0.2)
+    for r, row in enumerate(((c, 0, s_, 5.0), (0, 1, 0, -7.0), (-s_, 0, c, 12.0))):
+        for col, value in enumerate(row):
+            matrix.SetElement(r, col, value)
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    exported = volume_to_image(node)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    m = np.array([[matrix.GetElement(r, col) for col in range(4)] for r in range(4)])
+    for index in ((0, 0, 0), (7, 6, 5), (3, 1, 4)):  # a voxel lands where Slicer shows it (world RAS)
+        world_ras = m @ np.r_[ras_to_lps @ np.asarray(img.TransformIndexToPhysicalPoint(index)), 1.0]
+        assert np.allclose(exported.TransformIndexToPhysicalPoint(index), ras_to_lps @ world_ras[:3], atol=1e-6)
+    assert np.allclose(exported.GetSpacing(), img.GetSpacing())
+    matrix.SetElement(0, 1, 0.5)  # shear: no grid can hold it
+    transform.SetMatrixTransformToParent(matrix)
+    with pytest.raises(NeuroContrastError, match="shears or scales"):
+        volume_to_image(node)
+    warp = mrml_scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    node.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(NeuroContrastError, match="non-linear transform 'warp'.*Harden"):
+        volume_to_image(node)
+
+
+def test_parameters_are_saved_as_node_references(mrml_scene):
+    t1 = image_to_volume(_oblique_image(), "T1", scene=mrml_scene)
+    flair = image_to_volume(_oblique_image(), "FLAIR", scene=mrml_scene)
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "VirtualGadolinium")
+    p = VirtualGadoliniumParameters(mode="amplify", t1=t1, flair=flair, contrast=t1, repeat=2, dose=0.1,
+                                    preprocessed=True, agent="gadobutrol")
+    p.write(node)
+    assert node.GetNodeReferenceID("t1") == t1.GetID() and node.GetParameter("t1") == ""
+    assert VirtualGadoliniumParameters.read(node) == p
+    mrml_scene.RemoveNode(flair)  # a removed node leaves no dangling ID behind
+    assert VirtualGadoliniumParameters.read(node).flair is None
+
+
 def test_parameters_validation(mrml_scene):
     node = image_to_volume(_oblique_image(), "v", scene=mrml_scene)
     p = VirtualGadoliniumParameters(mode="virtual", t1=node)

@@ -14,22 +14,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
-import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
+
+from NeuroContrastLib.runner import (IDLE_STATUS, CommandRunner, Runner, RunnerFactory,  # noqa: F401 (re-exported)
+                                     command_environment, neurocontrast_command, python_executable, start_command)
 
 log = logging.getLogger(__name__)
 
 MODES = ("virtual", "amplify", "differential")
+#: the fields holding volume nodes (node references in the parameter node)
+VOLUME_FIELDS = ("t1", "flair", "t2", "adc", "dwi_b0", "dwi_high", "contrast")
 MAIN_OUTPUT = {"virtual": "virtual", "amplify": "amplified", "differential": "synthesised"}
-_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclasses.dataclass
@@ -62,6 +60,19 @@ class VirtualGadoliniumParameters:
     models_dir: str = ""
     preprocessed: bool = False
 
+    def write(self, parameter_node) -> None:
+        """Store in the module's parameter node (volumes as node references, saved with the scene)."""
+        from NeuroContrastLib.parameternode import write_parameters
+
+        write_parameters(self, parameter_node, VOLUME_FIELDS)
+
+    @classmethod
+    def read(cls, parameter_node) -> "VirtualGadoliniumParameters":
+        """Read back what :meth:`write` stored (defaults where nothing is stored)."""
+        from NeuroContrastLib.parameternode import read_parameters
+
+        return read_parameters(cls, parameter_node, VOLUME_FIELDS)
+
     def isValid(self) -> Tuple[bool, str]:
         """(True, "") when Apply can run, else (False, a reason for the status line)."""
         if self.mode not in MODES:
@@ -88,139 +99,37 @@ class VirtualGadoliniumParameters:
 
 # ------------------------------------------------------------------------------------------- geometry
 def volume_to_image(node):
-    """A SimpleITK image (LPS) of a scalar volume node (array, spacing, origin, IJK→RAS directions)."""
-    import SimpleITK as sitk
+    """A SimpleITK image (LPS) of a scalar volume node where Slicer shows it: its parent transforms hardened
+    (``mrml.geometry_from_volume_node(world=True)``; a non-linear or shearing transform is refused)."""
     import slicer
-    import vtk
 
-    array = slicer.util.arrayFromVolume(node)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    image.SetSpacing(tuple(float(s) for s in node.GetSpacing()))
-    ras_origin = np.asarray(node.GetOrigin(), dtype=float)
-    image.SetOrigin(tuple(_LPS @ ras_origin))
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASDirectionMatrix(m)
-    ras_dir = np.array([[m.GetElement(r, c) for c in range(3)] for r in range(3)])
-    image.SetDirection(tuple((_LPS @ ras_dir).ravel()))
-    return image
+    from NeuroContrastLib import mrml
+
+    return mrml.geometry_from_volume_node(node, world=True).to_image(slicer.util.arrayFromVolume(node))
 
 
 def image_to_volume(image, name: str, node=None, scene=None):
-    """Put a SimpleITK image into a (new or given) ``vtkMRMLScalarVolumeNode``; returns the node."""
+    """Put a SimpleITK image into a (new or given) ``vtkMRMLScalarVolumeNode`` with a display node."""
     import SimpleITK as sitk
-    import slicer
-    import vtk
 
-    scene = scene or slicer.mrmlScene
-    if node is None:
-        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    slicer.util.updateVolumeFromArray(node, sitk.GetArrayFromImage(image))
-    node.SetSpacing(image.GetSpacing())
-    node.SetOrigin(tuple(_LPS @ np.asarray(image.GetOrigin(), dtype=float)))
-    ras_dir = _LPS @ np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    m = vtk.vtkMatrix4x4()
-    for r in range(3):
-        for c in range(3):
-            m.SetElement(r, c, float(ras_dir[r, c]))
-    node.SetIJKToRASDirectionMatrix(m)
+    from NeuroContrastLib import mrml
+    from neurocontrast.io import Geometry
+
+    node = mrml.volume_node_from_array(sitk.GetArrayFromImage(image), Geometry.from_image(image), name,
+                                       scene=scene, node=node)
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()  # without a display node the volume shows nothing in the slice views
     return node
-
-
-# ------------------------------------------------------------------------------------------- runner
-class CommandRunner:
-    """Run a command in a subprocess and collect its ``PROGRESS <fraction> <message>`` lines on a thread.
-
-    ``poll()`` never blocks: it returns ``{"running", "returncode", "fraction", "message", "error", "output"}``.
-    """
-
-    def __init__(self, command: List[str], env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None):
-        self.command = list(command)
-        self._lines: "queue.Queue[str]" = queue.Queue()
-        self.output: List[str] = []
-        self.fraction, self.message = 0.0, "starting"
-        creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        bufsize=1, env=env, cwd=cwd, creationflags=creation)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self.process.stdout.close()
-
-    def poll(self) -> Dict:
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            if line.startswith("PROGRESS "):
-                parts = line.split(" ", 2)
-                try:
-                    self.fraction = float(parts[1])
-                except ValueError:
-                    pass
-                self.message = parts[2] if len(parts) > 2 else ""
-            else:
-                self.output.append(line)
-        code = self.process.poll()
-        if code is not None and self._thread.is_alive():
-            self._thread.join(timeout=1.0)
-            return self.poll() if self._lines.qsize() else self._status(code)
-        return self._status(code)
-
-    def _status(self, code) -> Dict:
-        error = ""
-        if code not in (None, 0):
-            lines = [l for l in self.output if l.strip()]
-            errors = [l for l in lines if "error" in l.lower()]
-            error = (errors or lines or [f"exit code {code}"])[-1].strip()
-        return {"running": code is None, "returncode": code, "fraction": self.fraction, "message": self.message,
-                "error": error, "output": "\n".join(self.output)}
-
-    def wait(self, timeout: Optional[float] = None) -> Dict:
-        self.process.wait(timeout=timeout)
-        self._thread.join(timeout=5.0)
-        return self.poll()
-
-    def cancel(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-
-
-def python_executable() -> str:
-    """The Python that runs the command: ``NEUROCONTRAST_PYTHON``, else Slicer's ``PythonSlicer``, else this one."""
-    override = os.environ.get("NEUROCONTRAST_PYTHON")
-    if override:
-        return override
-    slicer_python = shutil.which("PythonSlicer")
-    return slicer_python or sys.executable
-
-
-def command_environment(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment of the command: ``environ`` (default ``os.environ``) with the folder that holds the
-    ``neurocontrast`` package first on ``PYTHONPATH``. Inside Slicer the package is importable only because its
-    module folder is on Slicer's ``sys.path``; a ``PythonSlicer -m neurocontrast`` subprocess does not inherit that."""
-    import neurocontrast
-
-    env = dict(os.environ if environ is None else environ)
-    package_parent = str(Path(neurocontrast.__file__).resolve().parents[1])
-    entries = [e for e in env.get("PYTHONPATH", "").split(os.pathsep) if e and e != package_parent]
-    env["PYTHONPATH"] = os.pathsep.join([package_parent] + entries)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 # ------------------------------------------------------------------------------------------- logic
 class VirtualGadoliniumLogic:
     """Export inputs, build and run the command, import outputs; models folder management."""
 
-    def __init__(self, scene=None):
+    def __init__(self, scene=None, runner_factory: RunnerFactory = start_command):
         self._scene = scene
-        self.runner: Optional[CommandRunner] = None
+        self.runner_factory = runner_factory
+        self.runner: Optional[Runner] = None
         self.work_dir: Optional[str] = None
         self.parameters: Optional[VirtualGadoliniumParameters] = None
 
@@ -233,12 +142,11 @@ class VirtualGadoliniumLogic:
     # --- models folder
     @staticmethod
     def models_folder(parameters: Optional[VirtualGadoliniumParameters] = None) -> Path:
-        """The user models folder: the parameters' folder, else the first ``NEUROCONTRAST_MODELS_DIR`` entry,
-        else ``~/.neurocontrast/models`` (created on demand)."""
-        if parameters is not None and parameters.models_dir:
-            return Path(parameters.models_dir)
-        env = [e for e in os.environ.get("NEUROCONTRAST_MODELS_DIR", "").split(os.pathsep) if e.strip()]
-        return Path(env[0]) if env else Path.home() / ".neurocontrast" / "models"
+        """The user models folder (``settings.resolve_models_folder``: the parameters' folder, else the
+        NeuroContrast setting as put in effect, else the default); not created."""
+        from NeuroContrastLib.settings import resolve_models_folder
+
+        return resolve_models_folder(parameters.models_dir if parameters is not None else None)
 
     @staticmethod
     def available_models(folder: Optional[Path] = None) -> List[Dict]:
@@ -308,7 +216,7 @@ class VirtualGadoliniumLogic:
 
     def build_command(self, p: VirtualGadoliniumParameters, inputs: Dict[str, str], out_dir: str) -> List[str]:
         """The ``neurocontrast contrast <mode> ...`` argument list (see the command line contract)."""
-        cmd = [python_executable(), "-m", "neurocontrast", "contrast", p.mode]
+        cmd = neurocontrast_command("contrast", p.mode)
         if p.mode == "differential":
             cmd += ["--pre", inputs["t1"], "--post", inputs["post"], "--dose", f"{p.dose:g}",
                     "--field-strength", f"{p.field_strength_t:g}", "--agent", p.agent]
@@ -334,7 +242,7 @@ class VirtualGadoliniumLogic:
             cmd += ["--preprocessed"]
         return cmd
 
-    def start(self, p: VirtualGadoliniumParameters, work_dir: Optional[str] = None) -> CommandRunner:
+    def start(self, p: VirtualGadoliniumParameters, work_dir: Optional[str] = None) -> Runner:
         """Export inputs and start the command in a subprocess; poll with :meth:`poll`."""
         self.cleanup()
         self._owns_work_dir = work_dir is None
@@ -343,7 +251,7 @@ class VirtualGadoliniumLogic:
         command = self.build_command(p, inputs, os.path.join(self.work_dir, "outputs"))
         env = command_environment()
         self.parameters = p
-        self.runner = CommandRunner(command, env=env)
+        self.runner = self.runner_factory(command, env)
         return self.runner
 
     def cleanup(self) -> None:
@@ -358,8 +266,7 @@ class VirtualGadoliniumLogic:
     def poll(self) -> Dict:
         """Status of the running command (see :meth:`CommandRunner.poll`)."""
         if self.runner is None:
-            return {"running": False, "returncode": None, "fraction": 0.0, "message": "idle", "error": "",
-                    "output": ""}
+            return dict(IDLE_STATUS)
         return self.runner.poll()
 
     def import_outputs(self, p: Optional[VirtualGadoliniumParameters] = None,

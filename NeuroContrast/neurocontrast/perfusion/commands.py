@@ -73,6 +73,8 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
                    help="output folder: new, empty, or an earlier NeuroContrast output (replaced whole)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder of other content")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print 'PROGRESS <fraction> <message>' lines instead of a bar (for the Slicer module)")
     p.set_defaults(func=cmd_perfusion)
 
     p = top.add_parser("phantom", help="write the digital DSC phantom with its ground truth",
@@ -129,9 +131,11 @@ def _phantom_options(p: argparse.ArgumentParser) -> None:
                    help="dispersion time constant in the hypoperfused territory, s (default 0: none)")
 
 
-def _progress(description: str, disable: bool):
-    from neurocontrast.progress import tqdm_progress
+def _progress(description: str, disable: bool, lines: bool = False):
+    from neurocontrast.progress import progress_lines, tqdm_progress
 
+    if lines:
+        return progress_lines()
     return tqdm_progress(description, disable=disable or not sys.stderr.isatty())
 
 
@@ -155,7 +159,8 @@ def cmd_perfusion(args) -> int:
     options = options_from_cli(args, method=args.method, aif="auto" if args.aif == "auto" else "mask",
                                vof="auto" if args.vof == "auto" else "mask", vof_rescale=not args.no_vof_rescale)
     t0 = time.perf_counter()
-    with _progress(f"perfusion ({args.method})", args.no_progress) as progress:
+    with _progress(f"perfusion ({args.method})", args.no_progress,
+                   getattr(args, "progress_lines", False)) as progress:
         result, paths = perfusion_from_files(args.dsc, args.out, aif_mask=args.aif_mask, vof_mask=args.vof_mask,
                                              brain_mask=args.brain_mask, core_mask=args.core_mask, adc=args.adc,
                                              dwi=args.dwi, adc_unit=args.adc_unit,
