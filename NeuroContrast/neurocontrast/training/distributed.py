@@ -30,8 +30,6 @@ import subprocess
 import sys
 from typing import Callable, List, Sequence, Tuple
 
-import numpy as np
-
 LAUNCH_DESTS = ("nproc", "nnodes", "rdzv", "rdzv_id")
 
 
@@ -112,11 +110,23 @@ def wrap(model):
     return _ddp_class()(model, device_ids=[here.local_rank] if on_cuda else None)
 
 
-def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+def rank_rng(key: Sequence[int]):
+    """``np.random.default_rng(key)`` on rank 0 (as a single process), ``default_rng([*key, rank])`` on rank > 0."""
+    import numpy as np
+
+    rank = current().rank
+    return np.random.default_rng(list(key) if rank == 0 else [*key, rank])
+
+
+def epoch_rng(seed: int, epoch: int):
     """The data stream of an epoch on this rank: ``default_rng([seed, 0, epoch])`` on rank 0 (as a single
     process), ``default_rng([seed, 0, epoch, rank])`` on the others (disjoint synthetic samples)."""
-    rank = current().rank
-    return np.random.default_rng([seed, 0, epoch] if rank == 0 else [seed, 0, epoch, rank])
+    return rank_rng([seed, 0, epoch])
+
+
+def device(name: str) -> str:
+    """The device of this rank: ``cuda`` becomes ``cuda:<LOCAL_RANK>`` under torchrun (one GPU per process)."""
+    return f"cuda:{current().local_rank}" if name == "cuda" and current().under_torchrun else name
 
 
 def torch_seed(seed: int, epoch: int) -> int:
@@ -170,7 +180,7 @@ def barrier() -> None:
 
 def main_only(fn: Callable[[str], None]) -> Callable[[str], None]:
     """``fn`` on rank 0, a function that does nothing on the other ranks (log lines printed once)."""
-    return fn if is_main() else (lambda _text: None)
+    return fn if is_main() else (lambda *_args, **_kwargs: None)
 
 
 def world_info(model) -> dict:
