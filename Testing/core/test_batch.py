@@ -142,3 +142,52 @@ def test_resume_after_a_killed_batch_loses_no_completed_case(cohort, tmp_path):
     assert {c for c, r in rows.items() if r["status"] == "ok"} == {"c1", "c2", "c3"} - done
     assert rows["c4"]["status"] == "failed"
     assert not list((out / "_batch" / "tmp").iterdir())
+
+
+def test_a_killed_worker_is_replaced_and_its_case_retried(cohort, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("".join((cohort / "manifest.csv").read_text().splitlines(keepends=True)[:4])
+                        .replace(",c1/", f",{cohort}/c1/").replace(",c2/", f",{cohort}/c2/")
+                        .replace(",c3/", f",{cohort}/c3/"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "neurocontrast", "batch", "perfusion", str(manifest), "--out", str(out),
+           "--workers", "1", "--retries", "1", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "NeuroContrast") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, killed = time.time() + 120, None
+        while killed is None:
+            assert proc.poll() is None and time.time() < deadline, "no case started"
+            running = [p.name.split(".")[0] for p in (out / "_batch" / "tmp").glob("c*")] \
+                if (out / "_batch" / "tmp").is_dir() else []
+            if running and not (out / "_batch" / "state" / f"{running[0]}.json").exists():
+                workers = [c for c in psutil.Process(proc.pid).children()
+                           if any("spawn_main" in part for part in c.cmdline())]
+                if workers:
+                    workers[0].kill()  # the worker process running the case, mid-case
+                    killed = running[0]
+            time.sleep(0.05)
+        printed, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, printed
+    rows = _summary(out)
+    assert {c: r["status"] for c, r in rows.items()} == {"c1": "ok", "c2": "ok", "c3": "ok"}
+    assert is_complete(str(out), killed, read_state(str(out), killed))
+
+
+def test_an_existing_scheduler_runs_the_batch(cohort, tmp_path, capsys):
+    from dask.distributed import LocalCluster
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(HEADER + f"c1,{cohort}/c1/dsc.nii.gz,{cohort}/c1/aif_mask.nii.gz,{cohort}/c1/vof_mask.nii.gz,,,\n")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None, scheduler_kwargs={"dashboard": False}) as cluster:
+        code = main(["batch", "perfusion", str(manifest), "--out", str(tmp_path / "out"), "--scheduler",
+                     cluster.scheduler_address, "--no-progress", "--method", "ssvd"])
+    assert code == 0 and f"scheduler {cluster.scheduler_address} (1 workers now)" in capsys.readouterr().out
+    assert _summary(tmp_path / "out")["c1"]["status"] == "ok"
+    assert read_state(str(tmp_path / "out"), "c1")["argv"][-2:] == ["--method", "ssvd"]
