@@ -191,3 +191,18 @@ def test_an_existing_scheduler_runs_the_batch(cohort, tmp_path, capsys):
     assert code == 0 and f"scheduler {cluster.scheduler_address} (1 workers now)" in capsys.readouterr().out
     assert _summary(tmp_path / "out")["c1"]["status"] == "ok"
     assert read_state(str(tmp_path / "out"), "c1")["argv"][-2:] == ["--method", "ssvd"]
+
+
+def test_worker_count_follows_cores_and_memory_and_options_are_checked():
+    import psutil
+
+    from neurocontrast.batch.runner import BatchOptions, default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    assert default_workers(1 << 20, 100) == cores and default_workers(1 << 20, 1) == 1
+    assert default_workers(psutil.virtual_memory().total, 100) == 1  # one case needs the whole machine
+    assert BatchOptions(memory_per_case="1.5GiB").memory_bytes == 3 << 29
+    for bad, message in (({"workers": 0}, "--workers"), ({"retries": -1}, "--retries"),
+                         ({"memory_per_case": "lots"}, "--memory-per-case")):
+        with pytest.raises(NeuroContrastError, match=message):
+            BatchOptions(**bad)

@@ -83,6 +83,7 @@ def _client(options: BatchOptions, n_cases: int):
     n = options.workers or default_workers(options.memory_bytes, n_cases)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # Dask's INFO lines only with --debug
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)  # "still alive after 4 s" at shutdown
     with dask.config.set({"distributed.scheduler.allowed-failures": options.retries}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=options.memory_bytes,
                                host="127.0.0.1", silence_logs=logging.ERROR,

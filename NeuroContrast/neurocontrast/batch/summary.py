@@ -64,14 +64,12 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def make_thumbnail(job, out_dir: str, case_id: str, size_px: int = 160) -> Optional[str]:
-    """``_batch/thumbs/<case_id>.png`` (at most ``size_px`` wide) from the case's PNG or the middle axial
-    slice of its main image (1st-99th percentile window). Returns the path, or None when there is nothing to draw."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def make_thumbnail(job, out_dir: str, case_id: str, size_px: int = 320) -> Optional[str]:
+    """``_batch/thumbs/<case_id>.png``, at most ``size_px`` on its long side (Lanczos), from the case's PNG
+    or the middle axial slice of its main image (1st-99th percentile window). Returns the path, or None when
+    the case has nothing to draw."""
     import numpy as np
+    from PIL import Image
 
     source = os.path.join(out_dir, case_id, job.thumbnail)
     if not os.path.isfile(source):
@@ -79,18 +77,17 @@ def make_thumbnail(job, out_dir: str, case_id: str, size_px: int = 160) -> Optio
     path = batch_path(out_dir, "thumbs", f"{case_id}.png")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if source.endswith(".png"):
-        image = plt.imread(source)
+        image = Image.open(source).convert("RGB")
     else:
         import SimpleITK as sitk
 
         volume = sitk.GetArrayFromImage(sitk.ReadImage(source))
-        image = volume[volume.shape[0] // 2].astype(np.float32)
-        lo, hi = np.percentile(image, (1, 99)) if image.size else (0.0, 1.0)
-        image = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)[::-1]
-    h, w = image.shape[:2]
-    step = max(1, int(np.ceil(w / size_px)))
-    small = image[::step, ::step]
-    plt.imsave(path, small, cmap="gray" if small.ndim == 2 else None)
+        plane = volume[volume.shape[0] // 2].astype(np.float32)
+        lo, hi = np.percentile(plane, (1, 99))
+        plane = np.clip((plane - lo) / max(hi - lo, 1e-12), 0, 1)[::-1]  # row 0 at the top of the picture
+        image = Image.fromarray((255 * plane).astype(np.uint8))
+    image.thumbnail((size_px, size_px), Image.LANCZOS)
+    image.save(path)
     return path
 
 
@@ -165,7 +162,7 @@ def _html(job, results: List[Dict], keys: List[str], thumbs: Dict[str, str]) -> 
 <style>body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse;font-size:13px}}
 th,td{{border:1px solid #ccc;padding:3px 6px;text-align:right}} th{{cursor:pointer;background:#eee;position:sticky;top:0}}
 td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:left}} .failed{{color:#b00;font-weight:bold}}
-.ok{{color:#070}} .skipped{{color:#555}} img{{max-width:160px}}</style></head><body>
+.ok{{color:#070}} .skipped{{color:#555}} img{{max-width:240px}}</style></head><body>
 <h1>neurocontrast batch {job.name}</h1>
 <p>{len(results)} cases: {counts['ok']} ok, {counts['skipped']} skipped (unchanged), {counts['failed']} failed.
 Click a column header to sort. Demonstration weights and research software: not for clinical use.</p>
