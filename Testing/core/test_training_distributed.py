@@ -58,9 +58,9 @@ def test_sharding_gives_each_rank_its_own_data(monkeypatch):
     assert np.array_equal(stream0, np.random.default_rng([1, 0, 1]).random(3)) and not np.array_equal(stream0, stream1)
 
 
-def test_two_process_gloo_run_against_one_process(tmp_path, capfd):
-    env_root = os.path.join(os.path.dirname(__file__), "..", "..", "NeuroContrast")
-    os.environ["PYTHONPATH"] = os.path.abspath(env_root) + os.pathsep + os.environ.get("PYTHONPATH", "")
+def test_two_process_gloo_run_against_one_process(tmp_path, capfd, monkeypatch):
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "NeuroContrast"))
+    monkeypatch.setenv("PYTHONPATH", root + os.pathsep + os.environ.get("PYTHONPATH", ""))  # for torchrun's ranks
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["train", "tmaxnet", "--out", str(one), *TINY]) == 0
     assert main(["train", "tmaxnet", "--out", str(two), *TINY, "--nproc", "2"]) == 0

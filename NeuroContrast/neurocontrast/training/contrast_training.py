@@ -523,7 +523,8 @@ def _load_checkpoint(folder: Path, net, optimizer) -> Optional[Dict]:
 
 def train_fold(cases: Sequence[_Case], val_cases: Sequence[_Case], config: TrainConfig, fold: int, out_dir: Path,
                resume: bool = False, progress: Optional[ProgressCallback] = None, training_facts=None):
-    """Train one fold; returns the :class:`neurocontrast.weights.ModelInfo` of its best network."""
+    """Train one fold; returns the :class:`neurocontrast.weights.ModelInfo` of its best network (None on the
+    ranks > 0 of a torchrun job, see :mod:`neurocontrast.training.distributed`)."""
     import torch
 
     from neurocontrast import weights
