@@ -134,6 +134,7 @@ def run_batch(job: Job, cases: List[Case], out_dir: str, options: BatchOptions) 
             client.close()
             if cluster is not None:
                 cluster.close()
+    shutil.rmtree(batch_path(out_dir, "tmp"), ignore_errors=True)  # what a killed worker left behind
     ordered = [results[k] for k in order]
     paths = write_summary(job, out_dir, ordered, thumbnails=True)
     counts = {s: sum(r["status"] == s for r in ordered) for s in ("ok", "skipped", "failed")}

@@ -6,7 +6,7 @@ Layout of a batch output folder ``DIR``::
     DIR/summary.csv, DIR/summary.html
     DIR/_batch/state/<case_id>.json   inputs' sha256, options, outputs with sizes, key numbers, seconds
     DIR/_batch/logs/<case_id>.log     the command's stdout and stderr
-    DIR/_batch/tmp/                   cases in progress (removed when a case ends)
+    DIR/_batch/tmp/                   cases in progress (removed when a case ends and when the batch ends)
     DIR/_batch/thumbs/<case_id>.png   summary thumbnails
 
 A case is *complete* when its state file exists, records status ``ok`` and every output it lists exists with
