@@ -172,6 +172,10 @@ def _cmd_train(args, task: str) -> int:
         config.doses = tuple(float(d) for d in args.doses.split(",") if d.strip())
     with _progress(args, f"train {task}") as progress:
         infos = train(args.data, args.out, config, resume=args.resume, progress=progress)
+    from neurocontrast.training import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 reports
+        return 0
     for info in infos:
         t = info.training
         print(f"{info.name}: {info.weights_path} (best validation loss {t.get('best_val_loss'):.5g} at iteration "
@@ -284,4 +288,7 @@ def register(groups) -> None:
         t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
         t.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="training device")
         t.add_argument("--progress-lines", action="store_true", help="print PROGRESS lines instead of a bar")
-        t.set_defaults(func=lambda a, _task=task: _cmd_train(a, _task))
+        from neurocontrast.training import distributed
+
+        distributed.add_options(t)  # --nproc, --nnodes, --rdzv: data-parallel under torchrun
+        t.set_defaults(func=distributed.launcher(lambda a, _task=task: _cmd_train(a, _task), ("train", task), t))

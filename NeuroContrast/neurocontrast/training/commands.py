@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from neurocontrast.training import distributed
+
 
 def _common(p: argparse.ArgumentParser, epochs: int, steps: int, lr: float, patience: int, batch: int) -> None:
     p.add_argument("--out", required=True, help="run folder (checkpoints, history.jsonl)")
@@ -21,6 +23,7 @@ def _common(p: argparse.ArgumentParser, epochs: int, steps: int, lr: float, pati
     p.add_argument("--export", default=None, help="models folder to write <name>.safetensors/.json into "
                                                   "(default <out>/model)")
     p.add_argument("--name", default=None, help="registry name of the exported model")
+    distributed.add_options(p)  # --nproc, --nnodes, --rdzv: data-parallel under torchrun
 
 
 def register(groups) -> None:
@@ -32,7 +35,7 @@ def register(groups) -> None:
     p.add_argument("--physics-weight", type=float, default=0.1, help="w of eq. 9")
     p.add_argument("--lesion-ratio", type=float, default=0.5, help="lesion:normal voxels (0.5 = 1:2)")
     p.add_argument("--stride", type=int, default=1, help="patch-centre stride (voxels)")
-    p.set_defaults(func=_run_stnet)
+    p.set_defaults(func=distributed.launcher(_run_stnet, ("train", "stnet"), p))
     q = train.add_parser("tmaxnet", help="train the AIF-free Tmax net (Hess et al.)",
                          description="Train the Tmax net: weighted Laplace NLL, temporal-shift augmentation.")
     _common(q, epochs=30, steps=50, lr=5e-4, patience=10, batch=4)
@@ -54,13 +57,15 @@ def register(groups) -> None:
     q.add_argument("--delayed-threshold", type=float, default=4.0, help="s (see --delayed-weight)")
     q.add_argument("--select-on", choices=("loss", "mae"), default="mae",
                    help="best epoch by validation NLL (loss) or Tmax MAE (mae)")
-    q.set_defaults(func=_run_tmaxnet)
+    q.set_defaults(func=distributed.launcher(_run_tmaxnet, ("train", "tmaxnet"), q))
 
 
 def _finish(model, meta, args, name, extra) -> int:
     import os
     from neurocontrast.training.recipes import export
 
+    if not distributed.is_main():  # rank 0 exports and reports
+        return 0
     out = args.export or os.path.join(args.out, "model")
     info = export(model, meta, out, args.name or name, "user data " + args.data if args.data else
                   "synthetic phantom slices (neurocontrast.training.datasets.random_slice)", extra)

@@ -53,6 +53,7 @@ import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.progress import ProgressCallback, report
+from neurocontrast.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,9 @@ def prepare_case(case_dir: Path, config: TrainConfig, cache_dir: Optional[Path] 
     out["t1c_low"] = out[f"t1c_low@{doses[0]:g}"]
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(Path(cache_dir) / f"{key}.npz", **out)
+        tmp = Path(cache_dir) / f"{key}.{os.getpid()}.tmp.npz"  # atomic: ranks may prepare the same case
+        np.savez_compressed(tmp, **out)
+        os.replace(tmp, Path(cache_dir) / f"{key}.npz")
     return out
 
 
@@ -520,12 +523,14 @@ def _load_checkpoint(folder: Path, net, optimizer) -> Optional[Dict]:
 
 def train_fold(cases: Sequence[_Case], val_cases: Sequence[_Case], config: TrainConfig, fold: int, out_dir: Path,
                resume: bool = False, progress: Optional[ProgressCallback] = None, training_facts=None):
-    """Train one fold; returns the :class:`neurocontrast.weights.ModelInfo` of its best network."""
+    """Train one fold; returns the :class:`neurocontrast.weights.ModelInfo` of its best network (None on the
+    ranks > 0 of a torchrun job, see :mod:`neurocontrast.training.distributed`)."""
     import torch
 
     from neurocontrast import weights
 
     torch.manual_seed(config.seed + fold)
+    cases = distributed.shard(cases)  # this rank's training cases under torchrun, else all
     net, architecture, kwargs, channel_names = build_model(config)
     net.to(config.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
@@ -536,44 +541,51 @@ def train_fold(cases: Sequence[_Case], val_cases: Sequence[_Case], config: Train
         if loaded is not None:
             state = loaded
             log.info("fold %d: resumed at iteration %d", fold, state["iteration"])
+    ddp_net = distributed.wrap(net)  # DistributedDataParallel under torchrun, else net itself
     val = validation_batches(val_cases, config)
     best_path = folder / "best.safetensors"
     start_time = time.monotonic() - state["elapsed_s"]
     net.train()
     it = state["iteration"]
     while it < config.iterations:
-        rng = np.random.default_rng([config.seed, fold, it])
+        rng = distributed.rank_rng([config.seed, fold, it])
         x, y, c, w = _to_torch(sample_batch(cases, config, rng), config.device)
         optimizer.zero_grad(set_to_none=True)
-        loss = _loss(_forward(net, x, c), y, w, config.task, config.loss)
+        loss = _loss(_forward(ddp_net, x, c), y, w, config.task, config.loss)
         loss.backward()
         optimizer.step()
         loss = loss.detach()
         it += 1
         elapsed = time.monotonic() - start_time
-        out_of_time = elapsed > config.max_minutes * 60
+        out_of_time = distributed.any_rank(elapsed > config.max_minutes * 60)
         if it % config.validate_every == 0 or it == config.iterations or out_of_time:
-            val_loss, base_loss = evaluate_loss(net, val, config.task, config.device, config.loss)
+            val_loss, base_loss = distributed.from_main(evaluate_loss(ddp_net, val, config.task, config.device,
+                                                                      config.loss))
             state["history"].append({"iteration": it, "train_loss": float(loss), "val_loss": val_loss,
                                      "baseline_val_loss": base_loss, "elapsed_s": round(elapsed, 1)})
             log.info("fold %d it %d train %.5f val %.5f (identity %.5f) %.0fs", fold, it, float(loss), val_loss,
                      base_loss, elapsed)
-            print(f"fold {fold} it {it} train {float(loss):.5f} val {val_loss:.5f} identity {base_loss:.5f} "
+            distributed.main_only(print)(f"fold {fold} it {it} train {float(loss):.5f} val {val_loss:.5f} identity {base_loss:.5f} "
                   f"{elapsed:.0f}s", flush=True)
             if state["best_val"] is None or val_loss < state["best_val"]:
                 from safetensors.torch import save_file
 
                 state["best_val"], state["best_iteration"] = val_loss, it
-                folder.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(best_path))
+                if distributed.is_main():
+                    folder.mkdir(parents=True, exist_ok=True)
+                    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(best_path))
             state["iteration"], state["elapsed_s"] = it, elapsed
-            _save_checkpoint(folder, net, optimizer, state)
+            if distributed.is_main():
+                _save_checkpoint(folder, net, optimizer, state)
+            distributed.barrier()  # the other ranks read the checkpoint only after rank 0 wrote it
             report(progress, it / config.iterations, f"fold {fold}: iteration {it}, val {val_loss:.4g}")
         if out_of_time:
             log.info("fold %d: time budget of %.1f min reached at iteration %d", fold, config.max_minutes, it)
             break
     from safetensors.torch import load_file
 
+    if not distributed.is_main():  # rank 0 writes the model record
+        return None
     best = load_file(str(best_path))
     last = state["history"][-1] if state["history"] else {}
     facts = dict(training_facts or {})
@@ -602,7 +614,7 @@ def train(data_dir, out_dir, config: TrainConfig, resume: bool = False,
     config.validate()
     from neurocontrast.contrast.inference import resolve_device
 
-    config.device = resolve_device(config.device)
+    config.device = distributed.device(resolve_device(config.device))
     torch.set_num_threads(max(1, int(config.threads)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.training import datasets, losses, loops
+from neurocontrast.training import datasets, distributed, losses, loops
 
 
 def _slice_stream(data_dir: Optional[str], targets, need_aif: bool, size: int):
     """A function rng → next training slice (synthetic or user)."""
     if data_dir:
         source = datasets.UserSliceSource(data_dir, targets, need_aif)
+        source.cases = distributed.shard(source.cases)  # this rank's cases under torchrun, else all
         streams: Dict[int, Iterator] = {}
 
         def next_user(rng: np.random.Generator) -> datasets.SliceSample:

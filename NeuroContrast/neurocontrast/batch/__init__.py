@@ -1,0 +1,1 @@
+"""Cohorts: run a single-case command on every row of a manifest on a Dask cluster (``neurocontrast batch``)."""
