@@ -29,6 +29,7 @@ COMMAND_MODULES: List[str] = [
     "neurocontrast.training.commands",       # train stnet, train tmaxnet
     "neurocontrast.contrast.commands",       # contrast ..., evaluate contrast, train virtual|differential
     "neurocontrast.readerstudy.commands",    # reader init|status|analyze
+    "neurocontrast.web.commands",            # web reader|perfusion (extra [web])
 ]
 
 GROUPS = {
@@ -36,6 +37,7 @@ GROUPS = {
     "train": "train a network (stnet, tmaxnet, virtual, differential)",
     "evaluate": "compare predictions with references (perfusion, contrast)",
     "reader": "reader studies: init, status, analyze",
+    "web": "browser apps (extra [web]: pip install \"neurocontrast[web]\"): reader, perfusion",
 }
 
 
