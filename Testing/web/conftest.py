@@ -18,7 +18,6 @@ import importlib.util
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 MODE = os.environ.get("NEUROCONTRAST_WEB_TESTS", "").lower()
@@ -91,45 +90,13 @@ def web_slicer_app():
         slicer.mrmlScene = previous
 
 
-def ras_to_display(view, ras) -> tuple:
-    """Pixel (x, y) of a RAS point (mm) in a slice view (the inverse of the slice node's XYToRAS)."""
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    matrix.DeepCopy(view.get_view_node().GetXYToRAS())
-    matrix.Invert()
-    xy = matrix.MultiplyPoint(list(ras) + [1.0])
-    return int(round(xy[0])), int(round(xy[1]))
-
-
-def click(view, x: int, y: int) -> None:
-    """A left click at pixel (x, y) through the view's interactor (as a browser click arrives)."""
-    interactor = view.interactor()
-    interactor.SetEventPosition(x, y)
-    interactor.InvokeEvent("MouseMoveEvent")
-    interactor.InvokeEvent("LeftButtonPressEvent")
-    interactor.InvokeEvent("LeftButtonReleaseEvent")
-
-
-def drag(view, start, end, steps: int = 5) -> None:
-    """Press at ``start``, move to ``end`` in ``steps``, release (pixel coordinates)."""
-    interactor = view.interactor()
-    interactor.SetEventPosition(*start)
-    interactor.InvokeEvent("MouseMoveEvent")
-    interactor.InvokeEvent("LeftButtonPressEvent")
-    for s in range(1, steps + 1):
-        x = int(round(start[0] + (end[0] - start[0]) * s / steps))
-        y = int(round(start[1] + (end[1] - start[1]) * s / steps))
-        interactor.SetEventPosition(x, y)
-        interactor.InvokeEvent("MouseMoveEvent")
-    interactor.InvokeEvent("LeftButtonReleaseEvent")
-
-
 @pytest.fixture
 def view_events():
     """The helpers ``ras_to_display``, ``click`` and ``drag`` as a namespace."""
     class Events:
         pass
+    from web_helpers import click, drag, ras_to_display
+
     events = Events()
     events.ras_to_display, events.click, events.drag = ras_to_display, click, drag
     return events
@@ -145,14 +112,3 @@ def synthetic_study(tmp_path):
     return folder, made
 
 
-def assert_blinded(payload, design) -> None:
-    """No case id, condition, image key or file path of ``design`` anywhere in ``payload`` (JSON text)."""
-    import json
-    import re
-
-    text = json.dumps(payload, default=str)
-    words = set(design.case_ids) | set(design.conditions) | {"ref", "pre", ".nii", str(design.folder)}
-    for word in words:
-        assert not re.search(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", text), \
-            f"{word!r} reached the page state"
-    assert np is not None

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from test_browser_reader import free_port, shot, start_server, stop
+from web_helpers import free_port, shot, start_server, stop
 
 
 def test_viewer_computes_maps_and_downloads_the_report(browser_page, tmp_path):

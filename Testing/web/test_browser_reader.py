@@ -4,86 +4,12 @@ the session files, not on pixels. Screenshots go to ``$NEUROCONTRAST_WEB_SCREENS
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-
 import pytest
 
-from conftest import assert_blinded
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args, port, log_path, timeout=90.0):
-    """Start ``neurocontrast web ...`` in a subprocess; returns (process, printed link)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "NeuroContrast") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "neurocontrast", "web", *args, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=log, env=env, cwd=str(REPO))
-    line = proc.stdout.readline().decode()
-    match = re.search(r"(http://\S+)", line)
-    assert match, f"no link printed: {line!r}; log: {Path(log_path).read_text()[-2000:]}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, Path(log_path).read_text()[-3000:]
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, match.group(1)
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError("server did not start")
-
-
-def stop(proc, sig=signal.SIGTERM):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def shot(page, name):
-    folder = os.environ.get("NEUROCONTRAST_WEB_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name))
-
-
-def axial_box(page):
-    """Bounding box of the first (axial) remote view image on the page."""
-    views = page.locator("img, canvas").all()
-    boxes = [v.bounding_box() for v in views if v.bounding_box() and v.bounding_box()["width"] > 200]
-    boxes.sort(key=lambda b: (b["x"], b["y"]))
-    return boxes[0]
-
-
-def mark_lesion(page, dx=60):
-    page.click("#mark-lesion")
-    page.wait_for_selector("text=Click the two ends")
-    box = axial_box(page)
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.click(cx - dx / 2, cy)
-    page.wait_for_timeout(400)
-    page.mouse.click(cx + dx / 2, cy + 10)
-
+from web_helpers import assert_blinded, free_port, mark_lesion, shot, start_server, stop
 
 def test_reader_reads_two_cases_and_the_store_matches(browser_page, synthetic_study, tmp_path):
     from neurocontrast.readerstudy.session import load_reads

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import assert_blinded
+from web_helpers import assert_blinded
 
 
 class Clock:
