@@ -190,3 +190,20 @@ def test_a_second_station_for_the_same_reader_is_refused(web_slicer_app, synthet
     with pytest.raises(NeuroContrastError):
         _station(folder, web_slicer_app, Clock())
     station.close()
+
+
+def test_error_messages_reach_the_page_blinded(web_slicer_app, synthetic_study):
+    folder, made = synthetic_study
+    station = _station(folder, web_slicer_app, Clock())
+    station.open_next()
+    station.set_grade(3)
+    read_id = station.session.state["read_id"]
+    station.logic.submit()
+    with pytest.raises(Exception) as raised:
+        station.set_grade(2)  # the session's message names the read id (with the case id)
+    assert read_id in str(raised.value)
+    station.message = str(raised.value)
+    state = station.page_state()
+    assert read_id not in state["message"] and "this read" in state["message"]
+    assert_blinded(state, made["design"])
+    station.close()

@@ -109,9 +109,25 @@ class ReadingStation:
             "images": [node.GetName() for node in self.logic.volume_nodes],
             "image": self.image,
             "max_lesions": read.get("max_lesions"),
-            "message": self.message,
-            "warnings": "; ".join(self.warnings),
+            "message": self.blind(self.message),
+            "warnings": self.blind("; ".join(self.warnings)),
         }
+
+    def blind(self, text: str) -> str:
+        """``text`` with every read id, case id, condition and image file stem replaced by "this case" /
+        "this image" (error messages of the session can name them)."""
+        import re
+
+        text = str(text)
+        read_ids = [item["read_id"] for item in self.session.worklist()]
+        for word in sorted(read_ids, key=len, reverse=True):
+            text = text.replace(word, "this read")
+        design = self.logic.design
+        for word in sorted(set(self.logic.forbidden_words()), key=len, reverse=True):
+            if word:
+                replacement = "this case" if word in design.case_ids else "this image"
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", replacement, text)
+        return text
 
     def _open_position(self) -> Optional[int]:
         state = self.session.state

@@ -114,8 +114,10 @@ class ReadingApp:
             await asyncio.sleep(1.0)
             try:
                 self.station.tick()
+                from neurocontrast.web.reading import format_clock
+
                 with self.state:
-                    self.state.active_clock = self.station.page_state()["active_clock"]
+                    self.state.active_clock = format_clock(self.station.session.active_seconds)
                     self.state.paused = self.station.session.paused
             except Exception as exc:  # keep the clock alive; the message shows on the page
                 log.warning("clock: %s", exc)
