@@ -30,6 +30,7 @@ COMMAND_MODULES: List[str] = [
     "neurocontrast.contrast.commands",       # contrast ..., evaluate contrast, train virtual|differential
     "neurocontrast.readerstudy.commands",    # reader init|status|analyze
     "neurocontrast.batch.commands",          # batch perfusion|virtual|amplify
+    "neurocontrast.web.commands",            # web reader|perfusion (extra [web])
 ]
 
 GROUPS = {
@@ -38,6 +39,7 @@ GROUPS = {
     "evaluate": "compare predictions with references (perfusion, contrast)",
     "reader": "reader studies: init, status, analyze",
     "batch": "run a command on every case of a manifest on a Dask cluster (perfusion, virtual, amplify)",
+    "web": "browser apps (extra [web]: pip install \"neurocontrast[web]\"): reader, perfusion",
 }
 
 
