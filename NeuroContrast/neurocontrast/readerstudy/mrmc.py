@@ -770,7 +770,8 @@ def export_jafroc_xlsx(data: MRMCData, path) -> Path:
     """RJafroc's JAFROC Excel layout (``DfReadDataFile(path, format = "JAFROC")``): sheets ``Truth``
     (CaseID, LesionID, Weight; normal cases LesionID 0, Weight 0), ``NL`` (ReaderID, ModalityID, CaseID,
     NL_Rating) and ``LL`` (ReaderID, ModalityID, CaseID, LesionID, LL_Rating). ROC data: the normal cases'
-    ratings go to NL and the abnormal cases' to LL with LesionID 1 (RJafroc's ROC convention)."""
+    ratings go to NL and the abnormal cases' to LL with LesionID 1 (RJafroc's ROC convention). Numeric ids
+    are written as numbers; RJafroc's reader expects integer case and lesion ids, so renumber text ids first."""
     from openpyxl import Workbook
 
     wb = Workbook()
