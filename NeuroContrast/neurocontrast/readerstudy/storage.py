@@ -154,7 +154,9 @@ def read_jsonl(path) -> List[Dict]:
             if torn_last and number == len(lines):
                 log.warning("%s: skipping a torn last line (interrupted write)", path.name)
                 continue
-            raise NeuroContrastError(f"{path}: line {number} is not valid JSON") from None
+            # folder/name only: the study path must not reach a reader's dialog
+            raise NeuroContrastError(f"{path.parent.name}/{path.name}: line {number} is not valid JSON (a damaged "
+                                     "event log; the study administrator must repair it)") from None
     return records
 
 
