@@ -2,13 +2,11 @@
 name reads by their blinded label, never by case id, condition, read id or path (details: the audit log)."""
 
 import json
-import os
 import re
 
 import pytest
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.readerstudy import Lesion
 from neurocontrast.readerstudy.session import ReaderSession
 
 from test_readerstudy_session import Clock, lesion, make

@@ -116,7 +116,8 @@ def _write(path, header, rows):
 
 
 def _tiny_froc(tmp_path):
-    """2 normal cases (N1 NL 2; N2 unmarked, declared by lesion 0 in the lesions file), 2 abnormal (A1 one lesion LL 3; A2 lesions 1 (w .25) LL 1,
+    """2 normal cases (N1 NL 2; N2 unmarked, declared by lesion 0 in the lesions file), 2 abnormal (A1 one
+    lesion LL 3; A2 lesions 1 (w .25) LL 1,
     2 (w .75) unmarked, NL 4 on A2 which wAFROC ignores); 2 readers × 2 modalities (reader 2 / modality 2
     copies with other ratings so the analysis runs)."""
     lesions = _write(tmp_path / "lesions.csv", ["case", "lesion", "weight"],
@@ -248,6 +249,12 @@ def test_cli_froc_and_refusals(dataset05, vandyke, tmp_path):
     d = json.loads((tmp_path / "f" / "results.json").read_text())
     assert d["paradigm"] == "FROC" and d["design"]["n_lesions"] == 59 and math.isfinite(d["rrrc"]["F"])
     assert not (tmp_path / "f" / "imrmc.txt").exists()
+    from openpyxl import load_workbook
+
+    wb = load_workbook(tmp_path / "f" / "rjafroc.xlsx")            # every mark of the input, in RJafroc's layout
+    n_nl = sum(1 for r in csv.DictReader(open(marks)) if r["mark_type"] == "NL")
+    assert wb["NL"].max_row - 1 == n_nl and wb["LL"].max_row - 1 == 1581 - n_nl
+    assert wb["Truth"].max_row - 1 == 45 + 59
     proc = _cli(vandyke, "--fom", "wafroc", "--out", tmp_path / "g", cwd=tmp_path)
     assert proc.returncode != 0 and "needs FROC marks" in proc.stderr
     assert not (tmp_path / "g" / "results.json").exists()

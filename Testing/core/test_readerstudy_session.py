@@ -14,7 +14,7 @@ from neurocontrast.errors import NeuroContrastError
 from neurocontrast.readerstudy import Lesion
 from neurocontrast.readerstudy.design import StudyDesign, crossover_design
 from neurocontrast.readerstudy.session import ReaderSession, load_events, load_reads
-from neurocontrast.readerstudy.storage import ReaderLock, read_jsonl
+from neurocontrast.readerstudy.storage import read_jsonl
 
 
 class Clock:

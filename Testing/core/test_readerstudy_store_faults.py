@@ -36,7 +36,7 @@ def _contender(path, barrier, results, hold):
 def test_racing_processes_on_a_stale_lock_get_it_exactly_once(tmp_path):
     ctx = mp.get_context("fork")
     path = tmp_path / ".lock"
-    n_proc, trials = 5, 8
+    n_proc, trials = 5, 20        # the former PID-file protocol let two in on 3 of 20 such trials here
     for _ in range(trials):
         path.write_text(json.dumps({"pid": DEAD_PID, "host": os.uname().nodename, "since": 0}))  # stale
         barrier, hold, results = ctx.Barrier(n_proc), ctx.Barrier(n_proc), ctx.Queue()

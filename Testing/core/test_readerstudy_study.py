@@ -189,3 +189,16 @@ def test_fdr_interval_in_the_report_never_goes_below_zero(study):
     assert all(float(r["fdr_low"]) <= float(r["fdr"]) <= float(r["fdr_high"]) for r in rows)
     # where the papers' Student-t interval would dip below 0, the exact interval stays at or above 0
     assert any(float(r["fdr"]) - float(r["fdr_half_width"] or 0) < 0 for r in rows if r["fdr_half_width"])
+
+
+def test_mrmc_is_skipped_with_a_reason_when_a_mark_has_no_confidence(study):
+    from dataclasses import replace
+
+    from neurocontrast.readerstudy.report import StudyData, mrmc_data, pair_reads
+
+    data = StudyData(study["design"])
+    pairings = pair_reads(data)
+    key = next(k for k, p in pairings.items() if p["detections"])
+    pairings[key]["detections"][0] = replace(pairings[key]["detections"][0], confidence=None)
+    froc, roc, notes = mrmc_data(data, pairings)
+    assert froc is None and roc is None and any("no confidence" in n for n in notes)

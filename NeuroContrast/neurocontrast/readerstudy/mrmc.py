@@ -669,14 +669,16 @@ def results_markdown(result: MRMCResult, title: str = "MRMC analysis") -> str:
     """The results as Markdown: reader FOM table, per-modality CIs, the three tests and differences."""
     d = result.as_dict()
     level = f"{100 * (1 - result.params.alpha):g} %"
-    lines = [f"# {title}", "", f"{d['fom_name']}, {'Obuchowski–Rockette (jackknife covariances)' if d['analysis'] == 'or' else 'Dorfman–Berbaum–Metz (jackknife pseudovalues)'}, "
-             f"Hillis (2007) ddf; {d['design']['n_normal']} normal and {d['design']['n_abnormal']} abnormal "
-             f"cases, {len(d['design']['readers'])} readers, {len(d['design']['modalities'])} modalities.", ""]
-    lines += ["| Reader | " + " | ".join(d["design"]["modalities"]) + " |",
-              "|---|" + "---|" * len(d["design"]["modalities"])]
+    method = ("Obuchowski–Rockette (jackknife covariances)" if d["analysis"] == "or" else
+              "Dorfman–Berbaum–Metz (jackknife pseudovalues)")
+    mods = d["design"]["modalities"]
+    lines = [f"# {title}", "", f"{d['fom_name']}, {method}, Hillis (2007) ddf; {d['design']['n_normal']} normal "
+             f"and {d['design']['n_abnormal']} abnormal cases, {len(d['design']['readers'])} readers, "
+             f"{len(mods)} modalities.", ""]
+    lines += ["| Reader | " + " | ".join(mods) + " |", "|---|" + "---|" * len(mods)]
     for reader in d["design"]["readers"]:
-        lines.append(f"| {reader} | " + " | ".join(f"{d['readers'][m][reader]:.4f}" for m in d["design"]["modalities"]) + " |")
-    lines.append("| **mean** | " + " | ".join(f"**{d['modalities'][m]:.4f}**" for m in d["design"]["modalities"]) + " |")
+        lines.append(f"| {reader} | " + " | ".join(f"{d['readers'][m][reader]:.4f}" for m in mods) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{d['modalities'][m]:.4f}**" for m in mods) + " |")
     lines.append("")
     names = {"rrrc": "Random readers, random cases", "frrc": "Fixed readers, random cases",
              "rrfc": "Random readers, fixed cases"}
@@ -768,7 +770,8 @@ def export_jafroc_xlsx(data: MRMCData, path) -> Path:
     """RJafroc's JAFROC Excel layout (``DfReadDataFile(path, format = "JAFROC")``): sheets ``Truth``
     (CaseID, LesionID, Weight; normal cases LesionID 0, Weight 0), ``NL`` (ReaderID, ModalityID, CaseID,
     NL_Rating) and ``LL`` (ReaderID, ModalityID, CaseID, LesionID, LL_Rating). ROC data: the normal cases'
-    ratings go to NL and the abnormal cases' to LL with LesionID 1 (RJafroc's ROC convention)."""
+    ratings go to NL and the abnormal cases' to LL with LesionID 1 (RJafroc's ROC convention). Numeric ids
+    are written as numbers; RJafroc's reader expects integer case and lesion ids, so renumber text ids first."""
     from openpyxl import Workbook
 
     wb = Workbook()

@@ -154,7 +154,9 @@ def read_jsonl(path) -> List[Dict]:
             if torn_last and number == len(lines):
                 log.warning("%s: skipping a torn last line (interrupted write)", path.name)
                 continue
-            raise NeuroContrastError(f"{path}: line {number} is not valid JSON") from None
+            # folder/name only: the study path must not reach a reader's dialog
+            raise NeuroContrastError(f"{path.parent.name}/{path.name}: line {number} is not valid JSON (a damaged "
+                                     "event log; the study administrator must repair it)") from None
     return records
 
 
@@ -204,8 +206,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock_fd(fd: int) -> None:
+    """Non-blocking exclusive OS lock on an open file: ``fcntl.flock`` (POSIX) or ``msvcrt.locking`` of the
+    first byte (Windows). Raises OSError when another open file holds it."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock_fd(fd: int) -> None:
+    if os.name == "nt":  # pragma: no cover - Windows
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 class ReaderLock:
-    """Exclusive per-reader write lock: an OS lock (``fcntl.flock``) on an open lock file.
+    """Exclusive per-reader write lock: an OS lock (``fcntl.flock``; ``msvcrt.locking`` on Windows, not
+    tested here) on an open lock file.
 
     The kernel releases the lock when its holder exits, however it ends (SIGKILL included), so there is no
     stale-lock recovery to race on: of several processes calling ``acquire()`` at once exactly one wins. The
@@ -222,18 +251,19 @@ class ReaderLock:
         self._fd: Optional[int] = None
 
     def _owner_text(self, fd: int) -> str:
-        os.lseek(fd, 0, os.SEEK_SET)
-        return os.read(fd, 4096).decode("utf-8", "replace")
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return os.read(fd, 4096).decode("utf-8", "replace")
+        except OSError:  # pragma: no cover - Windows: the holder's locked byte cannot be read
+            return ""
 
     def acquire(self) -> "ReaderLock":
-        import fcntl
-
         if self.held:
             raise NeuroContrastError(f"{self.path.parent.name}: this session already holds the lock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_fd(fd)
         except OSError:
             try:
                 owner = json.loads(self._owner_text(fd) or "{}")
@@ -264,13 +294,11 @@ class ReaderLock:
         return self
 
     def release(self) -> None:
-        import fcntl
-
         if not self.held or self._fd is None:
             return
         try:
             os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            _unlock_fd(self._fd)
         finally:
             os.close(self._fd)
             self._fd = None

@@ -31,7 +31,8 @@ def detection_plots(out: Path, design: StudyDesign, detection: List[Dict], data:
             axes[0].errorbar(t, 100 * se, yerr=100 * np.vstack([lo, hi]), marker="o", capsize=3,
                              label=f"{reader} {condition}")
             fdr = np.array([r["fdr"] for r in rows])
-            err = np.vstack([fdr - np.array([r["fdr_low"] for r in rows]), np.array([r["fdr_high"] for r in rows]) - fdr])
+            err = np.vstack([fdr - np.array([r["fdr_low"] for r in rows]),
+                             np.array([r["fdr_high"] for r in rows]) - fdr])
             axes[1].errorbar(t, fdr, yerr=err, marker="s", capsize=3, label=f"{reader} {condition}")
     axes[0].set(xlabel="minimum long axis (mm)", ylabel="SE (%) [Clopper–Pearson 95% CI]", ylim=(0, 105))
     axes[1].set(xlabel="minimum long axis (mm)", ylabel="FDR (FP per case) [exact Poisson 95% CI]")
