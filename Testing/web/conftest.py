@@ -69,9 +69,12 @@ def browser_page():
 @pytest.fixture
 def web_slicer_app():
     """A trame-slicer app (module logics registered, ``slicer.mrmlScene`` set) with three offscreen
-    slice views (Red axial, Yellow coronal, Green sagittal), 400 × 300 pixels each."""
+    slice views (Red axial, Yellow coronal, Green sagittal), 400 × 300 pixels each. The views render only
+    when asked (``NoScheduleRendering``; the click/drag helpers render first): DirectViewFactory would
+    render all views on every MRML change."""
     import slicer
     from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition, ViewProps, ViewType
+    from trame_slicer.views.render_scheduler import NoScheduleRendering
 
     from neurocontrast.web.scene import make_slicer_app
 
@@ -82,6 +85,7 @@ def web_slicer_app():
         view = app.view_manager.create_view(ViewLayoutDefinition(
             singleton_tag=tag, view_type=ViewType.SLICE_VIEW, properties=ViewProps(orientation=orientation)))
         view.interactor().UpdateSize(400, 300)
+        view.set_scheduled_render(NoScheduleRendering())
     app._test_logics = logics
     yield app
     for view in app.view_manager.get_slice_views():

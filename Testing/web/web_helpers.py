@@ -27,6 +27,7 @@ def ras_to_display(view, ras) -> tuple:
 
 def click(view, x: int, y: int) -> None:
     """A left click at pixel (x, y) through the view's interactor (as a browser click arrives)."""
+    view.render()
     interactor = view.interactor()
     interactor.SetEventPosition(x, y)
     interactor.InvokeEvent("MouseMoveEvent")
@@ -36,6 +37,7 @@ def click(view, x: int, y: int) -> None:
 
 def drag(view, start, end, steps: int = 5) -> None:
     """Press at ``start``, move to ``end`` in ``steps``, release (pixel coordinates)."""
+    view.render()
     interactor = view.interactor()
     interactor.SetEventPosition(*start)
     interactor.InvokeEvent("MouseMoveEvent")
