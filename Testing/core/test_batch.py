@@ -101,7 +101,7 @@ def test_two_worker_cluster_isolates_the_broken_case(cohort, tmp_path, capsys):
     assert "cannot read image" in rows["c4"]["reason"] and "\n" not in rows["c4"]["reason"]
     assert float(rows["c3"]["tmax_gt_6s_ml"]) > 0 and float(rows["c1"]["cbf_median"]) > 0
     assert not (out / "c4").exists() and not (out / "_batch" / "tmp").exists()
-    html = (out / "summary.html").read_text()
+    html = (out / "summary.html").read_text(encoding="utf-8")
     assert html.count("<tr>") == 5 and "_batch/thumbs/c1.png" in html and "addEventListener('click'" in html
     # DIR/<case_id>/ holds exactly what the single-case command writes
     single = tmp_path / "single"
@@ -147,7 +147,7 @@ def test_resume_after_a_killed_batch_loses_no_completed_case(cohort, tmp_path):
 def test_a_killed_worker_is_replaced_and_its_case_retried(cohort, tmp_path):
     psutil = pytest.importorskip("psutil")
     manifest = tmp_path / "m.csv"
-    manifest.write_text("".join((cohort / "manifest.csv").read_text().splitlines(keepends=True)[:3])
+    manifest.write_text("".join((cohort / "manifest.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:3])
                         .replace(",c1/", f",{cohort}/c1/").replace(",c2/", f",{cohort}/c2/"))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "neurocontrast", "batch", "perfusion", str(manifest), "--out", str(out),

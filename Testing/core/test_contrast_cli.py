@@ -55,7 +55,7 @@ def test_simulate_virtual_amplify_differential(setup, capsys):
                  "--t1c-low", str(low), "--out", str(out), "--model", "tiny-virtual", "--tta", "2", *common]) == 0
     printed = capsys.readouterr().out
     assert "PROGRESS 1.0000" in printed and "virtual:" in printed
-    info = json.loads((out / "info.json").read_text())
+    info = json.loads((out / "info.json").read_text(encoding="utf-8"))
     assert info["passes"] == 4 and info["models"] == ["tiny-virtual-fold0", "tiny-virtual-fold1"]
     for name in ("virtual", "enhancement", "brain_mask"):
         assert _geometry(out / f"{name}.nii.gz") == _geometry(low)
@@ -67,12 +67,12 @@ def test_simulate_virtual_amplify_differential(setup, capsys):
                  "--t1c", str(case / "t1c.nii.gz"), "--repeat", "2", "--out", str(amp), "--model", "tiny-virtual",
                  "--ensemble", "1", "--tta", "1", *common]) == 0
     assert amp.exists() and (root / "amp" / "t1c_pro_enhancement.nii.gz").exists()
-    assert json.loads((root / "amp" / "t1c_pro.json").read_text())["passes"] == 2
+    assert json.loads((root / "amp" / "t1c_pro.json").read_text(encoding="utf-8"))["passes"] == 2
     diff = root / "diff"
     assert main(["contrast", "differential", "--pre", str(case / "t1.nii.gz"), "--post", str(low), "--dose", "0.25",
                  "--field-strength", "3", "--agent", "Dotarem", "--out", str(diff), "--model", "tiny-diff",
                  "--tta", "1", *common]) == 0
-    dinfo = json.loads((diff / "info.json").read_text())
+    dinfo = json.loads((diff / "info.json").read_text(encoding="utf-8"))
     assert dinfo["relaxivity_l_mmol_s"] > 0 and dinfo["sigma_low"] > 0
     for name in ("synthesised", "signal", "enhancement", "brain_mask"):
         assert _geometry(diff / f"{name}.nii.gz") == _geometry(low)

@@ -62,12 +62,12 @@ def test_train_writes_models_checkpoints_and_resumes_deterministically(cases, tm
     assert info.input_channels == ["t1", "flair", "t1c_low"]
     assert info.training["validation_cases"] and not set(info.training["validation_cases"]) & set(
         info.training["train_cases"])
-    state = json.loads((out_a / "fold0" / "state.json").read_text())
+    state = json.loads((out_a / "fold0" / "state.json").read_text(encoding="utf-8"))
     assert state["iteration"] == 4 and len(state["history"]) == 2
     # resume to 6 iterations == training 6 iterations straight (same seed, per-iteration sampling)
     resumed = ct.train(cases, out_a, _config(iterations=6), resume=True)[0]
     straight = ct.train(cases, out_b, _config(iterations=6))[0]
-    assert json.loads((out_a / "fold0" / "state.json").read_text())["iteration"] == 6
+    assert json.loads((out_a / "fold0" / "state.json").read_text(encoding="utf-8"))["iteration"] == 6
     from safetensors.torch import load_file
 
     ca = load_file(str(out_a / "fold0" / "checkpoint.safetensors"))

@@ -80,7 +80,7 @@ def test_lowdose_files_real_pair(shared_data, tmp_path):
     post = sitk.ReadImage(str(case / "t1c.nii.gz"))
     assert low.GetSize() == post.GetSize() and low.GetOrigin() == post.GetOrigin()
     assert low.GetDirection() == post.GetDirection() and low.GetSpacing() == post.GetSpacing()
-    side = json.loads((tmp_path / "low.json").read_text())
+    side = json.loads((tmp_path / "low.json").read_text(encoding="utf-8"))
     assert side["dose"] == 0.25 and side["pre_registered_to_post"] is False and side["sigma_added"] > 0
     p = sitk.GetArrayFromImage(post).astype(float)
     pre = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "t1.nii.gz"))).astype(float)

@@ -82,7 +82,7 @@ def test_vof_auto_on_real_moyamoya_slices(name, shared_data, tmp_path):
     out = tmp_path / "out"
     assert main(["perfusion", path, "--aif", "auto", "--vof", "auto", "--te", "0.03", "--out", str(out),
                  "--no-progress"]) == 0
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     auto = np.array(rep["vof_points_zyx"])
     hand = np.argwhere(hand_mask)
     distance = np.linalg.norm(auto[:, None, :] - hand[None, :, :], axis=2).min(axis=1)
@@ -190,7 +190,7 @@ def test_cli_adc_core_and_mismatch_on_the_dsc_grid(small, tmp_path, capsys):
                  "--brain-mask", paths["brain_mask"], "--adc", adc_path, "--out", str(out), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert "core" in capsys.readouterr().out
-    rep = json.loads((out / "report.json").read_text())
+    rep = json.loads((out / "report.json").read_text(encoding="utf-8"))
     true_core = (small.truth["territory"] == 3) & small.brain_mask
     core_ml = rep["core_from_adc"]["core_ml"]
     assert 0.7 * true_core.sum() * small.geometry.voxel_volume_ml < core_ml <= true_core.sum() * small.geometry.voxel_volume_ml

@@ -84,5 +84,5 @@ def test_every_session_message_is_blinded(tmp_path, caplog):
     assert "quarantine" in log_text and "torn" in log_text
     assert not leaks(log_text, words), leaks(log_text, words)
     # the details are in the audit log
-    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines()]
     assert any(e["event"] == "read_quarantined" and e["file"] == f"{damaged}.json" for e in events)

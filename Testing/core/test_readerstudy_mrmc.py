@@ -197,7 +197,7 @@ def test_bad_froc_input_is_refused(tmp_path):
     one = _write(tmp_path / "l3.csv", ["case", "lesion", "weight"], [["A1", 1, 1.0], ["A2", 2, 1.0]])
     with pytest.raises(NeuroContrastError, match="does not list"):
         mrmc.read_froc_csv(marks, one)
-    rows = list(csv.reader(open(marks)))
+    rows = list(csv.reader(open(marks, encoding="utf-8")))
     _write(tmp_path / "m2.csv", rows[0], rows[1:] + [rows[2]])
     with pytest.raises(NeuroContrastError, match="second LL mark"):
         mrmc.read_froc_csv(tmp_path / "m2.csv", lesions)
@@ -224,19 +224,19 @@ def test_cli_contract_and_exports(vandyke, tmp_path):
     proc = _cli(vandyke, "--fom", "auc", "--analysis", "or", "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "F = 4.456, ddf = 15.26, p = 0.05167" in proc.stdout
-    d = json.loads((out / "results.json").read_text())
+    d = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert set(d["modalities"]) == {"1", "2"} and d["readers"]["2"]["4"] == pytest.approx(0.99935588, abs=5e-9)
     assert {"F", "ddf", "p", "ci"} <= set(d["rrrc"]) and {"chi2", "df", "p", "ci"} <= set(d["frrc"])
     assert {"F", "df", "p", "ci"} <= set(d["rrfc"])
-    assert "| 4 | 0.9731 | 0.9994 |" in (out / "results.md").read_text()
+    assert "| 4 | 0.9731 | 0.9994 |" in (out / "results.md").read_text(encoding="utf-8")
     from openpyxl import load_workbook
 
     wb = load_workbook(out / "rjafroc.xlsx")
     assert wb.sheetnames == ["Truth", "NL", "LL"]
     assert wb["Truth"].max_row == 1 + 114 and wb["NL"].max_row == 1 + 2 * 5 * 69 and wb["LL"].max_row == 1 + 2 * 5 * 45
-    imrmc = (out / "imrmc.txt").read_text().splitlines()
+    imrmc = (out / "imrmc.txt").read_text(encoding="utf-8").splitlines()
     assert "BEGIN DATA:" in imrmc and len(imrmc) - imrmc.index("BEGIN DATA:") - 1 == 114 + 2 * 5 * 114
-    tidy = list(csv.DictReader(open(out / "ratings_tidy.csv")))
+    tidy = list(csv.DictReader(open(out / "ratings_tidy.csv", encoding="utf-8")))
     assert len(tidy) == 1140
     assert (out / "reader_foms.png").stat().st_size > 5000
 
@@ -246,13 +246,13 @@ def test_cli_froc_and_refusals(dataset05, vandyke, tmp_path):
     proc = _cli(marks, "--lesions", lesions, "--fom", "wafroc", "--analysis", "dbm", "--out", tmp_path / "f",
                 "--no-plots", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    d = json.loads((tmp_path / "f" / "results.json").read_text())
+    d = json.loads((tmp_path / "f" / "results.json").read_text(encoding="utf-8"))
     assert d["paradigm"] == "FROC" and d["design"]["n_lesions"] == 59 and math.isfinite(d["rrrc"]["F"])
     assert not (tmp_path / "f" / "imrmc.txt").exists()
     from openpyxl import load_workbook
 
     wb = load_workbook(tmp_path / "f" / "rjafroc.xlsx")            # every mark of the input, in RJafroc's layout
-    n_nl = sum(1 for r in csv.DictReader(open(marks)) if r["mark_type"] == "NL")
+    n_nl = sum(1 for r in csv.DictReader(open(marks, encoding="utf-8")) if r["mark_type"] == "NL")
     assert wb["NL"].max_row - 1 == n_nl and wb["LL"].max_row - 1 == 1581 - n_nl
     assert wb["Truth"].max_row - 1 == 45 + 59
     proc = _cli(vandyke, "--fom", "wafroc", "--out", tmp_path / "g", cwd=tmp_path)

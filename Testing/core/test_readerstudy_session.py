@@ -145,7 +145,7 @@ def test_second_writer_refused_and_stale_lock_recovered(tmp_path):
     with ReaderSession(design, "R2", clock=Clock()):
         pass
     assert any(e["event"] == "lock_recovered" for e in load_events(design, "R2"))
-    assert (tmp_path / "reads" / "R2" / ".lock").read_text() == ""   # released: emptied, never removed
+    assert (tmp_path / "reads" / "R2" / ".lock").read_text(encoding="utf-8") == ""   # released: emptied, never removed
 
 
 WRITER = textwrap.dedent("""

@@ -83,8 +83,8 @@ def test_torn_log_tail_is_quarantined_and_appends_start_on_a_fresh_line(tmp_path
     assert len(events) > n_before + 2
     assert any(e["event"] == "log_repaired" for e in events)
     torn = list(log_path.parent.glob("events.jsonl.torn-*"))
-    assert len(torn) == 1 and torn[0].read_text() == '{"event": "lesion_ad'
-    assert all(json.loads(line) for line in log_path.read_text().splitlines())
+    assert len(torn) == 1 and torn[0].read_text(encoding="utf-8") == '{"event": "lesion_ad'
+    assert all(json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines())
     # append_jsonl on its own also never glues a record to a torn line
     other = tmp_path / "other.jsonl"
     other.write_text('{"a": 1}\n{"b": 2', encoding="utf-8")
@@ -101,7 +101,7 @@ def test_submit_saved_but_not_logged_is_reconciled_on_open(tmp_path):
         state = session.submit()
         read_id = state["read_id"]
     log_path = tmp_path / "reads" / "R1" / "events.jsonl"
-    lines = log_path.read_text().splitlines()
+    lines = log_path.read_text(encoding="utf-8").splitlines()
     kept = [l for l in lines if json.loads(l)["event"] not in ("submit", "close_read")]
     log_path.write_text("\n".join(kept) + "\n")           # the kill came after saving, before logging
     assert not any(e["event"] == "submit" for e in read_jsonl(log_path))
@@ -191,7 +191,7 @@ BAD_DESIGNS = [
 
 @pytest.mark.parametrize("change, message", BAD_DESIGNS)
 def test_malformed_study_file_gives_a_one_line_error(tmp_path, change, message):
-    data = json.loads((make(tmp_path).folder / "study.json").read_text())
+    data = json.loads((make(tmp_path).folder / "study.json").read_text(encoding="utf-8"))
     data.update(change)
     (tmp_path / "study.json").write_text(json.dumps(data))          # json writes NaN as NaN, which it reads back
     with pytest.raises(NeuroContrastError, match=message) as info:
@@ -201,7 +201,7 @@ def test_malformed_study_file_gives_a_one_line_error(tmp_path, change, message):
 
 @pytest.mark.parametrize("companions", [["cases/C00/t1.nii.gz"], "cases/C00/t1.nii.gz", {"pre": 3}])
 def test_companions_of_the_wrong_type_are_refused(tmp_path, companions):
-    data = json.loads((make(tmp_path).folder / "study.json").read_text())
+    data = json.loads((make(tmp_path).folder / "study.json").read_text(encoding="utf-8"))
     data["cases"][0]["companions"] = companions
     (tmp_path / "study.json").write_text(json.dumps(data))
     with pytest.raises(NeuroContrastError, match="companion"):

@@ -161,7 +161,7 @@ def test_analyze_runs_mrmc_on_the_stored_reads(study):
     from neurocontrast.readerstudy.report import StudyData, mrmc_data, pair_reads
 
     out = study["out"]
-    d = json.loads((out / "mrmc_wafroc" / "results.json").read_text())
+    d = json.loads((out / "mrmc_wafroc" / "results.json").read_text(encoding="utf-8"))
     assert d["paradigm"] == "FROC" and set(d["modalities"]) == {"low", "vir"}
     assert d["modalities"]["vir"] > d["modalities"]["low"]
     assert all(d["readers"]["vir"][r] > d["readers"]["low"][r] for r in ("R1", "R2"))
@@ -169,9 +169,9 @@ def test_analyze_runs_mrmc_on_the_stored_reads(study):
     abnormal = sum(1 for c in truth if truth[c])
     assert d["design"]["n_abnormal"] == abnormal and d["design"]["n_normal"] == len(truth) - abnormal
     assert d["design"]["n_lesions"] == sum(len(v) for v in truth.values())
-    roc = json.loads((out / "mrmc_auc" / "results.json").read_text())
+    roc = json.loads((out / "mrmc_auc" / "results.json").read_text(encoding="utf-8"))
     assert roc["paradigm"] == "ROC" and (out / "mrmc_auc" / "imrmc.txt").exists()
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "## MRMC: wAFROC by condition" in report and "mrmc_wafroc/reader_foms.png" in report
     assert (out / "mrmc_wafroc" / "reader_foms.png").stat().st_size > 5000
     # the LL ratings are the confidences of the paired marks: recompute one reader's wAFROC by hand

@@ -78,7 +78,7 @@ def test_tmax_equals_the_delay_through_the_cli(delay_series, method, tmp_path, c
     # sub-frame: delays half-way between frames read half-way between frames (not quantised to TR)
     off_grid = (DELAYS / TR) % 1 != 0
     assert np.all(np.abs(np.array([read[truth == x].mean() for x in DELAYS[off_grid]]) / TR % 1 - 0.5) < 0.35)
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert "lag-corrected" in report["maps_details"]["tmax"]
 
 

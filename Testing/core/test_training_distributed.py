@@ -64,7 +64,7 @@ def test_two_process_gloo_run_against_one_process(tmp_path, capfd, monkeypatch):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["train", "tmaxnet", "--out", str(one), *TINY]) == 0
     assert main(["train", "tmaxnet", "--out", str(two), *TINY, "--nproc", "2"]) == 0
-    m1, m2 = json.loads((one / "last.json").read_text()), json.loads((two / "last.json").read_text())
+    m1, m2 = json.loads((one / "last.json").read_text(encoding="utf-8")), json.loads((two / "last.json").read_text(encoding="utf-8"))
     assert m2["distributed"] == {"world_size": 2, "backend": "gloo", "max_weight_difference_between_ranks": 0.0}
     # rank 0 starts from the same weights and draws the same first batch as the single process; the step's
     # gradient is averaged with rank 1's different batch, so the weights then differ
@@ -80,7 +80,7 @@ def test_two_process_gloo_run_against_one_process(tmp_path, capfd, monkeypatch):
     assert main(["train", "tmaxnet", "--out", str(two), *resume, "--nproc", "2", "--resume"]) == 0
     out = capfd.readouterr().out
     assert out.count("resumed from epoch 1") == 1 and out.count("epoch 2:") == 1  # rank 0 alone prints
-    m3 = json.loads((two / "last.json").read_text())
+    m3 = json.loads((two / "last.json").read_text(encoding="utf-8"))
     assert [h["epoch"] for h in m3["history"]] == [1, 2]
     assert m3["distributed"]["max_weight_difference_between_ranks"] == 0.0
-    assert len((two / "history.jsonl").read_text().splitlines()) == 2
+    assert len((two / "history.jsonl").read_text(encoding="utf-8").splitlines()) == 2

@@ -83,7 +83,7 @@ def test_training_is_resumable_and_deterministic(tmp_path):
     assert meta["epoch"] == 2 and meta_b["epoch"] == 2 and len(meta_b["history"]) == 2
     for (k, v), (_, w) in zip(m_full.state_dict().items(), m_res.state_dict().items()):
         assert torch.equal(v, w), k
-    lines = (tmp_path / "a" / "history.jsonl").read_text().splitlines()
+    lines = (tmp_path / "a" / "history.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
     val = json.loads(lines[0])["val"]
     assert {"loss", "mae_tmax_s", "nll", "dice6"} <= set(val)

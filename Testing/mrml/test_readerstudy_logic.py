@@ -189,7 +189,7 @@ def test_logic_messages_are_blinded(mrml_scene, tmp_path, caplog):
         logic.logout()
         audit = [e for e in load_events(design, "R1") if e["event"] == "image_error"]
         assert audit and audit[0]["path"] == str(main.relative_to(folder))     # the details: audit log only
-        data = json.loads((folder / "study.json").read_text())
+        data = json.loads((folder / "study.json").read_text(encoding="utf-8"))
         data["cases"][0]["companions"] = ["cases/S001/pre.nii.gz"]
         (folder / "study.json").write_text(json.dumps(data))
         with pytest.raises(NeuroContrastError) as info:

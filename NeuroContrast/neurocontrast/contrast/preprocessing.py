@@ -288,7 +288,7 @@ class PreprocessingRecord:
         """Rebuild a record from JSON text or a file path. Raises NeuroContrastError on a wrong version/keys."""
         text = text_or_path
         if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
+            text = Path(text_or_path).read_text(encoding="utf-8")
         data = json.loads(text)
         if data.get("version") != RECORD_VERSION:
             raise NeuroContrastError(f"preprocessing record version {data.get('version')} is not supported "
