@@ -21,12 +21,14 @@ import numpy as np
 
 #: matplotlib colormap of each map (low → high); delay maps blue → red, flow/volume perceptual
 MAP_COLORMAPS = {"tmax": "turbo", "ttp": "turbo", "mtt": "turbo", "cbf": "viridis", "cbv": "viridis",
-                 "tmax_uncertainty": "inferno"}
+                 "tmax_uncertainty": "inferno", "rcbf": "viridis", "rcbv": "viridis", "rmtt": "turbo"}
 #: voxel-value units: (UCUM code, meaning) for ``vtkMRMLVolumeNode.SetVoxelValueUnits``
 MAP_UNITS: Dict[str, Tuple[str, str]] = {
     "cbf": ("mL/(100.g.min)", "milliliter per 100 gram per minute"),
     "cbv": ("mL/(100.g)", "milliliter per 100 gram"),
     "mtt": ("s", "second"), "tmax": ("s", "second"), "ttp": ("s", "second"), "tmax_uncertainty": ("s", "second"),
+    # relative maps: ratio to the reference region's median (dimensionless, UCUM "1")
+    "rcbf": ("1", "ratio"), "rcbv": ("1", "ratio"), "rmtt": ("1", "ratio"),
 }
 #: fixed display ranges (min, max) in the map's unit; other maps use the 1st–99th percentile inside the brain
 FIXED_RANGES = {"tmax": (0.0, 10.0)}
@@ -35,7 +37,8 @@ TABLE_SIZE = 256
 
 def color_table_name(map_name: str) -> str:
     return "NeuroContrast " + ("Tmax uncertainty" if map_name == "tmax_uncertainty" else
-                               {"tmax": "Tmax", "ttp": "TTP", "mtt": "MTT", "cbf": "CBF", "cbv": "CBV"}[map_name])
+                               {"tmax": "Tmax", "ttp": "TTP", "mtt": "MTT", "cbf": "CBF", "cbv": "CBV",
+                                "rcbf": "rCBF", "rcbv": "rCBV", "rmtt": "rMTT"}[map_name])
 
 
 def colormap_rgba(colormap: str, n: int = TABLE_SIZE) -> np.ndarray:
@@ -75,7 +78,7 @@ def display_range(map_name: str, values: np.ndarray, brain: Optional[np.ndarray]
     if inside.size == 0:
         return 0.0, 1.0
     low, high = np.percentile(inside, [1, 99])
-    if map_name in ("cbf", "cbv", "mtt"):
+    if map_name in ("cbf", "cbv", "mtt", "rcbf", "rcbv", "rmtt"):
         low = 0.0
     if high <= low:
         high = low + 1.0

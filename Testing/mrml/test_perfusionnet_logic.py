@@ -413,8 +413,10 @@ def test_network_job_runs_the_command_line_in_a_subprocess(mrml_scene, loaded, p
     for name in ("cbf", "tmax"):
         node = outputs.map_nodes[name]
         assert mrml.geometry_from_volume_node(node).same_as(phantom.geometry)
+        # the subprocess reads the series back from a float32 file: agreement to float32 round-off of the
+        # deconvolution (1e-4), not bit for bit
         np.testing.assert_allclose(slicer.util.arrayFromVolume(node),
-                                   slicer.util.arrayFromVolume(in_process.map_nodes[name]), rtol=1e-5, atol=1e-5)
+                                   slicer.util.arrayFromVolume(in_process.map_nodes[name]), rtol=1e-4, atol=1e-4)
     assert_clinical_display(outputs.map_nodes, phantom.brain_mask)
     reference = mrml.first_frame_node(nodes["sequence"])
     np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Tmax > 6 s", reference),
