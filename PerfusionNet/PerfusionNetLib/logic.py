@@ -54,9 +54,9 @@ def __getattr__(name):  # PEP 562
 class PerfusionNetParameters:
     """Everything the Apply button needs; kept in the module's parameter node as strings.
 
-    Node fields hold MRML node IDs. ``*_segment`` is a segment ID or name (segmentation inputs only; empty =
-    first segment). The optional core (e.g. ADC < 620 × 10⁻⁶ mm²/s) adds the mismatch volume and ratio. ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda`` = 0 selects λ by the
-    L-curve. ``osvd_oi`` (oscillation index, default 0.095 after Wu et al. 2003) and ``svd_threshold``
+    Node fields hold MRML node IDs. ``*_segment`` is a segment ID or name (segmentation inputs only; required,
+    no fallback to the first segment). The optional core (e.g. ADC < 620 × 10⁻⁶ mm²/s) adds the mismatch volume and ratio. ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda`` = 0 selects one λ for
+    the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default 0.095 after Wu et al. 2003) and ``svd_threshold``
     (fraction of the largest singular value for sSVD/cSVD) follow :mod:`neurocontrast.perfusion.deconvolution`.
     """
 
@@ -102,8 +102,8 @@ class PerfusionNetParameters:
 
     def options(self):
         """The core's :class:`~neurocontrast.perfusion.parameters.PerfusionOptions` for these fields: the
-        panel's one SVD threshold goes to the chosen method's own field (sSVD or cSVD), λ = 0 means the
-        L-curve. Raises NeuroContrastError on values the parameter objects refuse."""
+        panel's one SVD threshold goes to the chosen method's own field (sSVD or cSVD), λ = 0 means one λ by
+        generalised cross-validation. Raises NeuroContrastError on values the parameter objects refuse."""
         from neurocontrast.perfusion.parameters import PerfusionOptions, SVDParams, TikhonovParams
 
         svd = SVDParams(osvd_oi=float(self.osvd_oi))

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from neurocontrast import metrics
 from neurocontrast.cli import main

@@ -37,7 +37,7 @@ from neurocontrast.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
 
-SSVD_OR_CSVD_DEFAULT = {"ssvd": SSVD_THRESHOLD, "csvd": CSVD_THRESHOLD}
+_SVD_DEFAULT_THRESHOLDS = {"ssvd": SSVD_THRESHOLD, "csvd": CSVD_THRESHOLD}
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
 #: Unit of every map the pipeline can produce (networks may add ``tmax_uncertainty``), and of the volumes
@@ -189,7 +189,7 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         elif method == "tikhonov":
             groups = [(("tikhonov", params["lambda_"]), slice(None))]
         else:
-            cut = params.get(f"{method}_threshold", SSVD_OR_CSVD_DEFAULT[method])
+            cut = params.get(f"{method}_threshold", _SVD_DEFAULT_THRESHOLDS[method])
             groups = [((method, float(cut)), slice(None))]
         out = np.empty_like(peak)
         for key, sel in groups:

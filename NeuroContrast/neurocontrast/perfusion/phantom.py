@@ -417,7 +417,8 @@ def generate_phantom(shape: Tuple[int, int, int] = (8, 64, 64), n_frames: int = 
                             "kh_over_rho": kh_rho},
               "tissue": {k: {"cbf": v[0], "cbv": v[1], "s0": v[2]} for k, v in TISSUE.items()},
               "territory_zones": {str(k): {"delay_s": v[0], "cbf_factor": v[1], "cbv_factor": v[2]}
-                                  for k, v in TERRITORY_ZONES.items()}}
+                                  for k, v in TERRITORY_ZONES.items()},
+              "rim_delay_s": list(PENUMBRA_GRADE_S) if territory else None}
     return Phantom(signal=signal, geometry=geometry, tr_s=float(tr_s), te_s=float(te_s),
                    aif_mask=aif_mask, vof_mask=vof_mask, brain_mask=brain_mask, labels=labels, truth=truth,
                    params=params)
