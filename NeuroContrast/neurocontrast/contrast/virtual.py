@@ -43,8 +43,9 @@ METHODS = ("network", "physics")
 ENHANCEMENT_FLOOR_SIGMA = 3.0
 #: The network's name for the contrast channel (low-dose T1c in training).
 CONTRAST_CHANNEL = "t1c_low"
-#: input channels that are not images (``dose``: the dose fraction as a constant inside the brain)
-PSEUDO_CHANNELS = ("dose",)
+#: input channels that are not images (``dose``: the dose fraction as a constant inside the brain; ``physics``:
+#: the dose extrapolation of the contrast input, :func:`neurocontrast.contrast.physics.dose_extrapolation`)
+PSEUDO_CHANNELS = ("dose", "physics")
 
 
 @dataclasses.dataclass
@@ -98,8 +99,9 @@ def adc_from_dwi(b0: np.ndarray, b_high: np.ndarray, b_value: float = 1000.0) ->
 
 def default_passes(device: str) -> Tuple[Optional[int], int]:
     """Default ``(ensemble, tta)`` for a device: all folds × 8 mirrors on CUDA (the papers' 40 passes with
-    five folds); on CPU all folds × 2 mirrors (about a minute for the shipped two-fold demo models)."""
-    return (None, 8) if str(device).startswith("cuda") else (None, 2)
+    five folds); on CPU all folds without mirroring (4 passes for the four shipped folds, so that
+    preprocessing + the default ensemble stay within 90 s on a 2-core CPU, docs/benchmarks.md)."""
+    return (None, 8) if str(device).startswith("cuda") else (None, 1)
 
 
 # ------------------------------------------------------------------------------------------- geometry
@@ -183,8 +185,9 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
     method : ``"network"`` (the ensemble) or ``"physics"`` (dose extrapolation; virtual mode, needs ``dose``
         and only ``t1`` + ``t1c_low``).  dose : the low dose as a fraction of the standard dose (needed by the
         physics baseline and by models with a ``dose`` channel).
-    gain : amplification asked of a model with a ``dose`` channel (its dose channel is set to 1 / gain;
-        default :data:`neurocontrast.contrast.validation.AMPLIFY_GAIN`); each repeat applies it again.
+    gain : amplification asked of a model with a ``dose`` or ``physics`` channel (the input is treated as the
+        dose 1 / gain of the output; default :data:`neurocontrast.contrast.validation.AMPLIFY_GAIN`); each
+        repeat applies it again, so ``repeat=k`` asks for gain^k.
     model : model name or fold prefix in the registry (:func:`neurocontrast.weights.list_models`).
     ensemble, tta : fold models and mirror configurations (defaults: :func:`default_passes`).
     device : ``"cpu"``, ``"cuda"`` or ``"auto"``.  preprocessed : inputs already on one skull-stripped grid.
@@ -230,7 +233,7 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
         channels = ["t1", CONTRAST_CHANNEL]
     needed = {ch: (contrast_name if ch == CONTRAST_CHANNEL else ch) for ch in channels if ch not in PSEUDO_CHANNELS}
     dose_channel = None
-    if "dose" in channels:
+    if "dose" in channels or "physics" in channels:
         from neurocontrast.contrast.lowdose import check_dose
         from neurocontrast.contrast.validation import AMPLIFY_GAIN
 
@@ -269,15 +272,19 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
         out = np.where(brain, result.full, 0.0).astype(np.float32)
         extra["physics"] = result.parameters()
     else:
+        from neurocontrast.contrast.physics import dose_extrapolation
+
         planes = {ch: case.images[needed[ch]] for ch in needed}
         if dose_channel is not None:
             planes["dose"] = np.where(brain, dose_channel, 0.0).astype(np.float32)
-        x = np.stack([planes[ch] for ch in channels]).astype(np.float32)
-        c_index = channels.index(CONTRAST_CHANNEL)
         out = None
         for k in range(repeat):
             if out is not None:
-                x[c_index] = out
+                planes[CONTRAST_CHANNEL] = out
+            if "physics" in channels:
+                planes["physics"] = dose_extrapolation(case.images["t1"], planes[CONTRAST_CHANNEL], dose_channel,
+                                                       brain).full
+            x = np.stack([planes[ch] for ch in channels]).astype(np.float32)
             pred_progress = scaled(progress, 0.5 + 0.45 * k / repeat, 0.5 + 0.45 * (k + 1) / repeat)
             out = inference.predict(models, x, tta=tta, device=device, roi_size=roi_size, progress=pred_progress)
             out = np.where(brain, out, 0.0).astype(np.float32)
@@ -294,7 +301,7 @@ def run_virtual(images: Mapping[str, Union[str, sitk.Image]], mode: str = "virtu
     info = {"mode": mode, "method": method, "repeat": repeat, "dose": dose,
             "gain": gain if mode == "amplify" and dose_channel is not None else None,
             "models": [m.info.name for m in models], "model_sha256": [m.info.sha256 for m in models],
-            "input_channels": channels, "inputs": {ch: needed[ch] for ch in channels},
+            "input_channels": channels, "inputs": needed,
             "unused_inputs": ignored, "same_patient_r": same_patient,
             "tta": tta if models else None, "passes": len(models) * (tta or 1) * repeat,
             "device": device, "preprocessed_input": preprocessed, "output_grid": contrast_name,

@@ -31,10 +31,11 @@ Samples (drawn fresh for every crop, so no two iterations see the same noise):
 - crops (``--crop``, default 32³) centred half on enhancing voxels, half anywhere in the brain.
 
 Virtual task (Ammari et al. 2022; Bône et al. 2022, with the changes in the model card): inputs
-(``--channels``, default t1, flair, t1c_low, dose — ``dose`` is a constant channel d inside the brain, so
-one network covers every dose and amplification can ask for a gain), target T1c, residual 3D UNet whose
-output is the low-dose input plus a predicted enhancement change (unbounded, no sigmoid; a zero head starts
-as the exact identity), enhancement-weighted L1 loss (``--enhancement-weight``,
+(``--channels``, default t1, flair, t1c_low, dose, physics — ``dose`` is a constant channel d inside the
+brain, so one network covers every dose and amplification can ask for a gain; ``physics`` is the dose
+extrapolation T1 + p ⊙ (low − T1) / d), target T1c, residual 3D UNet whose output is the physics
+extrapolation (or, without that channel, the low-dose input) plus a predicted enhancement correction
+(unbounded, no sigmoid; a zero head starts exactly at the physics baseline), enhancement-weighted L1 loss (``--enhancement-weight``,
 :func:`enhancement_weight_map`).
 
 Differential task (Pinetz et al. 2024): the conditional residual UNet predicts a correction to the physics
@@ -70,8 +71,9 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SEQUENCES = ("t1", "t2", "flair", "adc", "t1c", "t1c_low")
-#: input channels that are not images: ``dose`` is the constant dose fraction inside the brain
-PSEUDO_CHANNELS = ("dose",)
+#: input channels that are not images: ``dose`` is the constant dose fraction inside the brain, ``physics`` the
+#: dose extrapolation T1 + p ⊙ (low − T1) / d (:mod:`neurocontrast.contrast.physics`)
+PSEUDO_CHANNELS = ("dose", "physics")
 TASKS = ("virtual", "differential")
 LOSSES = ("l2", "l1")
 CACHE_VERSION = "v2"
@@ -83,7 +85,7 @@ class TrainConfig:
 
     task: str = "virtual"
     name: str = ""
-    channels: Tuple[str, ...] = ("t1", "flair", "t1c_low", "dose")
+    channels: Tuple[str, ...] = ("t1", "flair", "t1c_low", "dose", "physics")
     base_channels: int = 8
     depth: int = 3
     blocks_per_level: int = 1
@@ -330,6 +332,12 @@ def sample(case: ContrastCase, config: TrainConfig, rng: np.random.Generator, do
     condition = None
     if config.task == "virtual":
         values = {"t1": t1, "t1c_low": low, "dose": np.where(brain, dose, 0.0).astype(np.float32)}
+        if "physics" in config.channels:
+            z_low = low - t1
+            sigma_low = case.sigma_a * np.sqrt(2.0 * dose) * float(np.mean(factor) if augment and config.augment
+                                                                   else 1.0)
+            values["physics"] = np.where(brain, t1 + enhancement_mask(z_low, sigma_low) * z_low / dose,
+                                         0.0).astype(np.float32)
         x = np.stack([values[ch] if ch in values else crop[ch] for ch in config.channels]).astype(np.float32)
         y = t1c[None].astype(np.float32)
         w = None if weight is None else weight[None]
@@ -382,11 +390,18 @@ def validation_batches(cases: Sequence[ContrastCase], config: TrainConfig, per_c
 # --------------------------------------------------------------------------------------------- model
 
 
+def residual_channel(channels: Sequence[str]) -> str:
+    """The input the virtual network's output is added to: the physics extrapolation when it is a channel
+    (the network then learns a correction of the baseline), else the low-dose T1c."""
+    return "physics" if "physics" in channels else "t1c_low"
+
+
 def build_model(config: TrainConfig):
     """The network for ``config`` and its (architecture, constructor config, input channel names).
 
-    Both start from a zero head: the virtual network is then exactly the identity on the low-dose channel,
-    the differential one exactly the physics baseline."""
+    Both start from a zero head: the virtual network is then exactly the identity on its residual channel
+    (:func:`residual_channel`: the physics extrapolation, or the low-dose T1c), the differential one
+    exactly the physics baseline."""
     import torch
 
     from neurocontrast.networks.conditional import ConditionalResidualUNet3D
@@ -395,7 +410,7 @@ def build_model(config: TrainConfig):
     if config.task == "virtual":
         kwargs = dict(in_channels=len(config.channels), out_channels=1, base_channels=config.base_channels,
                       depth=config.depth, blocks_per_level=config.blocks_per_level, final_activation="none",
-                      residual_channel=list(config.channels).index("t1c_low"))
+                      residual_channel=list(config.channels).index(residual_channel(config.channels)))
         net = ResidualUNet3D(**kwargs)
         head, names = net.head, list(config.channels)
         arch = "ResidualUNet3D"
@@ -534,6 +549,8 @@ def heldout_metrics(net, case: ContrastCase, config: TrainConfig, device: str = 
     if config.task == "virtual":
         def virtual_fn(low, dose_value):
             values = {"t1": t1, "t1c_low": low, "dose": np.where(brain, dose_value, 0.0).astype(np.float32)}
+            if "physics" in config.channels:
+                values["physics"] = dose_extrapolation(t1, low, dose_value, brain).full
             x = np.stack([values[ch] if ch in values else case.arrays[ch] for ch in config.channels])
             return run(x.astype(np.float32))
 
