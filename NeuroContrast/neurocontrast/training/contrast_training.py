@@ -109,6 +109,7 @@ class TrainConfig:
     preprocessed: bool = False
     registration: str = "default"
     evaluate_heldout: bool = True
+    heldout_slices: Optional[int] = None
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
@@ -538,6 +539,15 @@ def heldout_metrics(net, case: ContrastCase, config: TrainConfig, device: str = 
     from neurocontrast.contrast.inference import _pad_to_multiple
 
     t1, t1c, brain = case.arrays["t1"], case.arrays["t1c"], case.brain
+    arrays = case.arrays
+    if config.heldout_slices:  # an axial slab centred on the slice with the most enhancing voxels (CPU budget)
+        enh = validation.enhancing_voxels(t1, t1c, brain)
+        centre = int(np.argmax(enh.sum(axis=(1, 2))))
+        half = int(config.heldout_slices) // 2
+        lo = max(0, min(centre - half, brain.shape[0] - int(config.heldout_slices)))
+        sl = slice(lo, lo + int(config.heldout_slices))
+        arrays = {k: v[sl] for k, v in case.arrays.items()}
+        t1, t1c, brain = arrays["t1"], arrays["t1c"], brain[sl]
     net.eval()
 
     def run(x, cond=None):
@@ -551,11 +561,13 @@ def heldout_metrics(net, case: ContrastCase, config: TrainConfig, device: str = 
             values = {"t1": t1, "t1c_low": low, "dose": np.where(brain, dose_value, 0.0).astype(np.float32)}
             if "physics" in config.channels:
                 values["physics"] = dose_extrapolation(t1, low, dose_value, brain).full
-            x = np.stack([values[ch] if ch in values else case.arrays[ch] for ch in config.channels])
+            x = np.stack([values[ch] if ch in values else arrays[ch] for ch in config.channels])
             return run(x.astype(np.float32))
 
-        return validation.heldout_case_metrics(t1, t1c, brain, virtual_fn=virtual_fn, doses=config.validation_doses,
-                                               seed=config.seed)
+        out = validation.heldout_case_metrics(t1, t1c, brain, virtual_fn=virtual_fn, doses=config.validation_doses,
+                                              seed=config.seed)
+        out["region"] = _region(config, brain)
+        return out
     from neurocontrast.contrast import differential
 
     def signal_fn(low, dose):
@@ -564,12 +576,22 @@ def heldout_metrics(net, case: ContrastCase, config: TrainConfig, device: str = 
         x = np.stack([phys.signal, low]).astype(np.float32)
         return phys.signal + np.where(brain, run(x, cond.to(device)), 0.0)
 
-    return validation.heldout_case_metrics(t1, t1c, brain, signal_fn=signal_fn, doses=config.validation_doses,
-                                           seed=config.seed)
+    out = validation.heldout_case_metrics(t1, t1c, brain, signal_fn=signal_fn, doses=config.validation_doses,
+                                          seed=config.seed)
+    out["region"] = _region(config, brain)
+    return out
+
+
+def _region(config: TrainConfig, brain: np.ndarray) -> str:
+    if config.heldout_slices:
+        return (f"axial slab of {brain.shape[0]} slices centred on the slice with the most enhancing voxels "
+                f"({int(brain.sum())} brain voxels)")
+    return f"whole brain ({int(brain.sum())} voxels)"
 
 
 def train_fold(cases: Sequence[ContrastCase], val_cases: Sequence[ContrastCase], config: TrainConfig, fold: int,
-               out_dir: Path, resume: bool = False, progress: Optional[ProgressCallback] = None, training_facts=None):
+               out_dir: Path, resume: bool = False, progress: Optional[ProgressCallback] = None, training_facts=None,
+               evaluate_only: bool = False):
     """Train one fold; returns the :class:`neurocontrast.weights.ModelInfo` of its best network (with the
     held-out figures of its validation case(s) in ``metrics`` when ``config.evaluate_heldout``)."""
     import torch
@@ -584,17 +606,19 @@ def train_fold(cases: Sequence[ContrastCase], val_cases: Sequence[ContrastCase],
     folder = out_dir / f"fold{fold}"
     stem = str(folder / "checkpoint")
     state = {"iteration": 0, "best_val": None, "best_iteration": None, "elapsed_s": 0.0, "history": []}
-    if resume:
+    if resume or evaluate_only:
         loaded = load_if_present(stem, net, optimizer)
         if loaded is not None:
             state = loaded
             log.info("fold %d: resumed at iteration %d", fold, state["iteration"])
-    val = validation_batches(val_cases, config)
+        elif evaluate_only:
+            raise NeuroContrastError(f"--evaluate-only: no checkpoint of fold {fold} in {folder}")
+    val = [] if evaluate_only else validation_batches(val_cases, config)
     best_path = folder / "best.safetensors"
     start_time = time.monotonic() - state["elapsed_s"]
     net.train()
     it = state["iteration"]
-    while it < config.iterations:
+    while it < config.iterations and not evaluate_only:
         rng = np.random.default_rng([config.seed, fold, it])
         x, y, c, w = _to_torch(sample_batch(cases, config, rng), config.device)
         optimizer.zero_grad(set_to_none=True)
@@ -647,11 +671,12 @@ def train_fold(cases: Sequence[ContrastCase], val_cases: Sequence[ContrastCase],
 
 
 def train(data_dir, out_dir, config: TrainConfig, resume: bool = False,
-          progress: Optional[ProgressCallback] = None) -> List:
+          progress: Optional[ProgressCallback] = None, evaluate_only: bool = False) -> List:
     """Train the fold models (or only ``config.fold``) from the case folders of ``data_dir``.
 
-    Returns the list of written :class:`ModelInfo` records. Raises NeuroContrastError on a bad layout
-    (see the module docstring) or bad options.
+    ``evaluate_only``: skip training, take each fold's checkpointed best network and redo the held-out
+    evaluation and the record. Returns the list of written :class:`ModelInfo` records. Raises
+    NeuroContrastError on a bad layout (see the module docstring) or bad options.
     """
     import torch
 
@@ -680,5 +705,6 @@ def train(data_dir, out_dir, config: TrainConfig, resume: bool = False,
         val = [prepared[i] for i in groups[k]]
         tr = [prepared[i] for i in range(len(prepared)) if i not in groups[k]]
         sub = None if progress is None else (lambda f, m, n=n: report(progress, 0.1 + 0.9 * (n + f) / len(folds), m))
-        infos.append(train_fold(tr, val, config, k, out, resume=resume, progress=sub, training_facts=facts))
+        infos.append(train_fold(tr, val, config, k, out, resume=resume, progress=sub, training_facts=facts,
+                                evaluate_only=evaluate_only))
     return infos
