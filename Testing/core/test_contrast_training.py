@@ -62,10 +62,12 @@ def test_samples_draw_dose_noise_and_augmentation(cases, tmp_path):
     assert (x2[low] - x1[0])[m].mean() > (x1[low] - x1[0])[m].mean()
     assert np.allclose(x1[cfg.channels.index("dose")][m], 0.1) and np.array_equal(y1, y2)
     assert c1 is None and w1.min() >= 1.0
+    phys = cfg.channels.index("physics")  # the dose extrapolation is closer to the target than the low dose
+    assert np.abs(x1[phys] - y1[0])[m].mean() < np.abs(x1[low] - y1[0])[m].mean()
     x3, y3, _, _ = ct.sample(case, cfg, np.random.default_rng(1), dose=0.1, augment=True, centre=lesion)
     assert not np.allclose(x3, x1)  # scale/bias/flips
     xb, yb, cb, wb = ct.sample_batch([case], _config(batch_size=3), np.random.default_rng(0))
-    assert xb.shape == (3, 4, 16, 16, 16) and yb.shape == (3, 1, 16, 16, 16) and cb is None
+    assert xb.shape == (3, 5, 16, 16, 16) and yb.shape == (3, 1, 16, 16, 16) and cb is None
     dcfg = _config(task="differential")
     dcase = ct.build_case("case-000", arrays, {}, dcfg)
     xd, yd, cd, wd = ct.sample_batch([dcase], _config(task="differential", batch_size=2), np.random.default_rng(0))
@@ -76,9 +78,13 @@ def test_networks_start_at_the_identity_and_at_the_physics_baseline():
     import torch
 
     net, arch, kwargs, names = ct.build_model(_config())
-    assert kwargs["final_activation"] == "none" and names == ["t1", "flair", "t1c_low", "dose"]
-    x = torch.rand(1, 4, 16, 16, 16) * 3.0  # far above 1: nothing bounds the output
-    assert torch.allclose(net(x), x[:, 2:3], atol=1e-6)
+    assert kwargs["final_activation"] == "none" and names == ["t1", "flair", "t1c_low", "dose", "physics"]
+    x = torch.rand(1, 5, 16, 16, 16) * 3.0  # far above 1: nothing bounds the output
+    with torch.no_grad():  # output = the physics channel + a zero correction
+        assert torch.allclose(net(x), x[:, 4:5], atol=1e-6)
+    lnet, *_ = ct.build_model(_config(channels=("t1", "flair", "t1c_low")))
+    with torch.no_grad():  # without a physics channel: the identity on the low-dose channel
+        assert torch.allclose(lnet(x[:, :3]), x[:, 2:3], atol=1e-6)
     dnet, darch, _, dnames = ct.build_model(_config(task="differential"))
     assert darch == "ConditionalResidualUNet3D" and dnames == ["physics_signal", "t1c_low"]
     with torch.no_grad():
