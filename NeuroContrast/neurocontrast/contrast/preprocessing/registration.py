@@ -33,10 +33,6 @@ class RegistrationSettings:
 REGISTRATION_PRESETS: Dict[str, RegistrationSettings] = {
     # pyramid 4-2 (atlas at 4 mm then 2 mm): on tcga-fg-6692 brain-mask Dice 0.93 vs HD-BET in ~12 s
     "default": RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0)),
-    # pyramid 8-4-2 mm, 2 % sampling, at most 60 iterations per level: the candidate speed preset of
-    # Testing/benchmarks/bench_contrast_preprocessing.py (not yet measured on an idle machine, so not the default)
-    "quick": RegistrationSettings(shrink_factors=(8, 4, 2), smoothing_sigmas_mm=(4.0, 2.0, 1.0),
-                                  sampling_percentage=0.02, iterations=60),
     # adds the 1 mm level: ~10x slower and not better on the shared skull-on case (Dice 0.90)
     "fine": RegistrationSettings(shrink_factors=(4, 2, 1), smoothing_sigmas_mm=(2.0, 1.0, 0.0)),
     # previews: fewer samples and iterations
