@@ -51,8 +51,12 @@ class CommandRunner:
         self.fraction, self.message = 0.0, "starting"
         self.cancelled = False
         creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        # the child writes UTF-8 (ΔR2*, λ, mL/100 g) and we read UTF-8, whatever the locale of either process: a
+        # locale codec (ASCII under LC_ALL=C) would kill the reader thread at the first such character
+        env = dict(os.environ if env is None else env, PYTHONIOENCODING="utf-8")
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        bufsize=1, env=env, cwd=cwd, creationflags=creation)
+                                        encoding="utf-8", errors="replace", bufsize=1, env=env, cwd=cwd,
+                                        creationflags=creation)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     rows = []
     if args.skip_preprocessing:
         rng = np.random.default_rng(0)
-        x = rng.uniform(0, 1, (3, 160, 192, 160)).astype(np.float32)
+        x = rng.uniform(0.5, 1.5, (3, 160, 192, 160)).astype(np.float32)
     else:
         case = Path(args.case)
         images = {"t1": case / "t1.nii.gz", "flair": case / "flair.nii.gz", "t1c_low": case / "t1c.nii.gz"}
@@ -65,6 +65,13 @@ def main(argv=None) -> int:
         rows.append(("preprocessing (T1, FLAIR, T1c: 2 rigid + 1 affine registration, resampling, mask)", t_pre, None))
         x = np.stack([prepared.images[c] for c in ("t1", "flair", "t1c_low")])
     models = inference.load_ensemble(folds[:1], device=device)
+    if "physics" in models[0].input_channels or "dose" in models[0].input_channels:  # dose-conditioned models
+        from neurocontrast.contrast.physics import dose_extrapolation
+
+        brain = x[0] > 0
+        planes = {"t1": x[0], "flair": x[1], "t1c_low": x[2], "dose": np.where(brain, 0.25, 0.0).astype(np.float32),
+                  "physics": dose_extrapolation(x[0], x[2], 0.25, brain).full}
+        x = np.stack([planes[c] for c in models[0].input_channels]).astype(np.float32)
     inference.predict(models, x[:, :32, :32, :32], tta=1, device=device)  # warm-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -12,10 +12,13 @@ from neurocontrast import weights
 from neurocontrast.cli import main
 from neurocontrast.networks.conditional import ConditionalResidualUNet3D
 from neurocontrast.networks.unet3d import ResidualUNet3D
-from neurocontrast.training.contrast_training import make_synthetic_cases
+from neurocontrast.contrast.synthetic import make_synthetic_cases
 
 VCFG = dict(in_channels=3, out_channels=1, base_channels=2, depth=2, blocks_per_level=1,
-            final_activation="sigmoid", residual_channel=2)
+            final_activation="none", residual_channel=2)
+#: the shipped design: dose and physics channels, output = physics extrapolation + learned correction
+PCFG = dict(in_channels=5, out_channels=1, base_channels=2, depth=2, blocks_per_level=1,
+            final_activation="none", residual_channel=4)
 DCFG = dict(in_channels=2, out_channels=1, base_channels=2, depth=2, blocks_per_level=1, condition_dim=4, hidden=8)
 
 
@@ -34,7 +37,13 @@ def setup(tmp_path_factory):
     d = ConditionalResidualUNet3D(**DCFG)
     torch.nn.init.normal_(d.mlp[-1].weight, std=0.1)
     weights.save_model(d.state_dict(), models, "tiny-diff", "ConditionalResidualUNet3D", DCFG,
-                       input_channels=["z_low", "t1c_low"])
+                       input_channels=["physics_signal", "t1c_low"])
+    p = ResidualUNet3D(**PCFG)
+    with torch.no_grad():
+        p.head.weight.zero_()
+        p.head.bias.zero_()
+    weights.save_model(p.state_dict(), models, "tiny-physics-fold0", "ResidualUNet3D", PCFG,
+                       input_channels=["t1", "flair", "t1c_low", "dose", "physics"])
     return root, case, models
 
 
@@ -130,3 +139,33 @@ def test_train_virtual_command(setup, tmp_path, capsys):
     assert "mine-fold1" in capsys.readouterr().out
     found = {m.name: m for m in weights.list_models(tmp_path / "m")}
     assert "mine-fold1" in found and weights.verify(found["mine-fold1"])
+
+
+def test_amplification_gain_compounds_predictably_and_dose_is_required(setup, tmp_path, capsys):
+    """A dose-conditioned model whose correction is zero is exactly the physics baseline: amplify --gain 2
+    doubles the enhancement in the lesion and leaves normal brain within 5 %; --repeat 2 gives 4×."""
+    from neurocontrast.io import read_volume
+
+    root, case, models = setup
+    common = ["--models-dir", str(models), "--preprocessed", "--model", "tiny-physics", "--tta", "1"]
+    t1 = read_volume(str(case / "t1.nii.gz"))[0]
+    t1c = read_volume(str(case / "t1c.nii.gz"))[0]
+    lesion = read_volume(str(case / "lesion_mask.nii.gz"))[0] > 0
+    brain = t1 != 0
+    from scipy import ndimage
+
+    normal = brain & ~ndimage.binary_dilation(lesion, iterations=2)
+    factors = []
+    for repeat in (1, 2):
+        out = tmp_path / f"amp{repeat}"
+        assert main(["contrast", "amplify", "--t1", str(case / "t1.nii.gz"), "--flair", str(case / "flair.nii.gz"),
+                     "--t1c", str(case / "t1c.nii.gz"), "--gain", "2", "--repeat", str(repeat), "--out", str(out),
+                     *common]) == 0
+        amp = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "amplified.nii.gz")))
+        factors.append((amp[lesion] - t1[lesion]).mean() / (t1c[lesion] - t1[lesion]).mean())
+        assert abs(np.median(amp[normal]) / np.median(t1c[normal]) - 1) < 0.05
+    assert factors[0] == pytest.approx(2.0, rel=0.15) and factors[1] == pytest.approx(4.0, rel=0.15)
+    capsys.readouterr()
+    assert main(["contrast", "virtual", "--t1", str(case / "t1.nii.gz"), "--flair", str(case / "flair.nii.gz"),
+                 "--t1c-low", str(case / "t1c.nii.gz"), "--out", str(tmp_path / "v"), *common]) == 2
+    assert "--dose" in capsys.readouterr().err

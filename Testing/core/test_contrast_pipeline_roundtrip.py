@@ -16,7 +16,7 @@ from neurocontrast.metrics import dice
 from neurocontrast.networks.unet3d import ResidualUNet3D
 
 CONFIG = dict(in_channels=2, out_channels=1, base_channels=4, depth=2, blocks_per_level=1,
-              final_activation="sigmoid", residual_channel=1)
+              final_activation="none", residual_channel=1)
 
 
 def test_identity_network_round_trip_through_the_virtual_pipeline(tmp_path, shared_data):
@@ -47,6 +47,13 @@ def test_identity_network_round_trip_through_the_virtual_pipeline(tmp_path, shar
     # two B-spline resamplings through a 1 mm grid (0.9 mm in plane natively): measured median 0.80 %, mean 1.27 %
     assert np.median(rel) < 0.01
     assert rel.mean() < 0.016
-    # the mean brain intensity itself comes back within 0.5 % (measured 0.06 %)
+    # the mean brain intensity itself comes back within 0.5 % (measured 0.06 %), the median within 2 %
     assert abs(back[brain].mean() / orig[brain].mean() - 1) < 0.005
+    assert abs(np.median(back[brain]) / np.median(orig[brain]) - 1) < 0.02
+    # bright voxels are never capped: the in-brain 99.9th percentile and maximum come back (no clipping, no
+    # sigmoid; only the B-spline smoothing of two resamplings lowers single-voxel peaks a little)
+    assert np.percentile(back[brain], 99.9) > 0.97 * np.percentile(orig[brain], 99.9)
+    assert back[brain].max() > 0.9 * orig[brain].max()
+    # the two T1-weighted images of one patient pass the same-patient check
+    assert result.info["same_patient_r"]["t1c"] > 0.30
     assert result.info["passes"] == 1 and result.info["models"] == ["ident-fold0"]

@@ -86,7 +86,7 @@ class VirtualGadoliniumParameters:
             return False, "select the T2-FLAIR"
         if (self.dwi_b0 is None) != (self.dwi_high is None):
             return False, "select both DWI volumes (b0 and high b) or neither"
-        if self.mode == "differential" and not 0 < self.dose <= 1:
+        if self.mode in ("virtual", "differential") and not 0 < self.dose <= 1:
             return False, "the dose must be a fraction of the standard dose in (0, 1]"
         if self.tta not in (1, 2, 4, 8):
             return False, "TTA must be 1, 2, 4 or 8"
@@ -226,8 +226,8 @@ class VirtualGadoliniumLogic:
                 cmd += ["--t2", inputs["t2"]]
             if "adc" in inputs:
                 cmd += ["--adc", inputs["adc"]]
-            if p.mode == "virtual":
-                cmd += ["--t1c-low", inputs["t1c_low"]]
+            if p.mode == "virtual":  # the shipped virtual model is dose-conditioned: it needs the low dose
+                cmd += ["--t1c-low", inputs["t1c_low"], "--dose", f"{p.dose:g}"]
             else:
                 cmd += ["--t1c", inputs["t1c"], "--repeat", str(int(p.repeat))]
         cmd += ["--out", out_dir, "--tta", str(int(p.tta)), "--device", p.device, "--progress-lines"]

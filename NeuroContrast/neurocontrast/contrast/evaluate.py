@@ -12,16 +12,20 @@ out_dir="contrast_evaluation", *, pre_path=None, progress=None) -> dict``
 
 Method (Ammari et al. 2022, Methods "Statistical analysis" and Table 3; Bône et al., Table 4)
 -------------------------------------------------------------------------------------------
-- every image is standardised inside the brain (z-score, 1st/99th percentile clipping, [0, 1]) as in the
-  preprocessing, so that the images compare on one scale;
-- SSIM, PSNR and NRMSE inside the brain mask (``neurocontrast.metrics`` conventions);
-- with the pre-contrast T1 (``pre_path``): enhancement maps max(image − pre, 0), ROC AUC of each map
-  against the Otsu-binarised reference map with Youden's operating point, and false-positive /
-  false-negative enhancement components by size (candidate maps binarised at the reference's Otsu
-  threshold);
-- with a lesion mask: CNR, LBR and (with pre) CEP on the native intensities (the 99th-percentile clip would
-  saturate strong enhancement), the pre-contrast T1 harmonised onto each post image by a robust linear fit
-  over the healthy brain (= brain minus the lesion dilated by 3 voxels).
+- every image is compared *as given*, in the reference's intensity units: no per-image re-standardisation,
+  so a globally darkened or brightened image is penalised (the project's one SSIM convention,
+  :func:`neurocontrast.metrics.ssim`: scikit-image SSIM map, 7-voxel window, data range = the reference's
+  in-brain max − min, averaged over the brain mask; PSNR and NRMSE with the same range);
+- with the pre-contrast T1 (``pre_path``) it is matched radiometrically onto the reference (robust linear
+  fit, :func:`neurocontrast.contrast.subtraction.radiometric_match`); enhancement maps max(image − pre', 0),
+  ROC AUC of each map against the Otsu-binarised reference map with Youden's operating point,
+  false-positive / false-negative enhancement components by size, and *enhancement restored*:
+  mean(image − pre') / mean(reference − pre') over the enhancing voxels
+  (:func:`neurocontrast.contrast.validation.enhancing_voxels`);
+- with the pre-contrast T1 and ``dose``: a ``physics`` row, the dose extrapolation of the low-dose image
+  (:func:`neurocontrast.contrast.physics.dose_extrapolation`), the baseline a network must beat;
+- with a lesion mask: CNR, LBR and (with pre) CEP, the pre-contrast T1 harmonised onto each post image by a
+  robust linear fit over the healthy brain (= brain minus the lesion dilated by 3 voxels).
 All inputs must share the low-dose image's grid (GeometryError otherwise); a pre-contrast T1 on another
 grid is resampled in physical space (linear, logged). Without a brain mask, a skull-stripped reference
 gives its non-zero voxels, otherwise the Otsu head foreground is used and the report says so.
@@ -39,65 +43,83 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from neurocontrast import metrics as M
-from neurocontrast.contrast.preprocessing import standardise_intensity
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ["image", "ssim", "psnr", "nrmse", "auc", "sensitivity", "specificity", "youden_threshold",
+_COLUMNS = ["image", "ssim", "psnr", "nrmse", "auc", "restored", "sensitivity", "specificity", "youden_threshold",
             "fp_components", "fn_components", "fp_by_size", "fn_by_size", "cnr", "lbr", "cep"]
 
 
 def evaluate_arrays(low: np.ndarray, virtual: np.ndarray, reference: np.ndarray, brain_mask: np.ndarray,
                     pre: Optional[np.ndarray] = None, lesion_mask: Optional[np.ndarray] = None,
-                    spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> List[Dict[str, object]]:
-    """Metrics of the low-dose and virtual images against the reference (see the module docstring).
+                    spacing: Sequence[float] = (1.0, 1.0, 1.0), dose: Optional[float] = None) -> List[Dict[str, object]]:
+    """Metrics of the low-dose, physics-baseline and virtual images against the reference (module docstring).
 
-    Arrays (z, y, x) on one grid, native units (standardised here); brain_mask / lesion_mask bool; spacing
-    per array axis in mm. Returns rows for "low", "virtual" and "reference" (the reference row has only the
-    lesion metrics). Raises NeuroContrastError on shape mismatch or an empty brain mask.
+    Arrays (z, y, x) on one grid, native units; brain_mask / lesion_mask bool; spacing per array axis in mm;
+    ``dose`` (with ``pre``) adds the ``physics`` row. Returns rows "low", ("physics"), "virtual" and
+    "reference" (the reference row has only the lesion metrics). Raises NeuroContrastError on shape
+    mismatch, an empty brain mask or a dose outside (0, 1].
     """
+    from neurocontrast.contrast.subtraction import radiometric_match
+    from neurocontrast.contrast.validation import enhancing_voxels
+
     brain = np.asarray(brain_mask, dtype=bool)
-    images = {"low": low, "virtual": virtual, "reference": reference}
+    images = {"low": np.asarray(low, np.float64), "virtual": np.asarray(virtual, np.float64),
+              "reference": np.asarray(reference, np.float64)}
     for name, img in images.items():
-        if np.shape(img) != brain.shape:
-            raise NeuroContrastError(f"{name} image shape {np.shape(img)} differs from the brain mask {brain.shape}")
-    std = {n: standardise_intensity(v, brain)[0] for n, v in images.items()}
-    pre_s = standardise_intensity(pre, brain)[0] if pre is not None else None
+        if img.shape != brain.shape:
+            raise NeuroContrastError(f"{name} image shape {img.shape} differs from the brain mask {brain.shape}")
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty")
+    pre_m = None
+    if pre is not None:
+        pre = np.asarray(pre, np.float64)
+        pre_m = radiometric_match(pre, images["reference"], brain).apply(pre).astype(np.float64)
+        if dose is not None:
+            from neurocontrast.contrast.physics import dose_extrapolation
+
+            images = {"low": images["low"], "physics": dose_extrapolation(pre, images["low"], dose, brain).full
+                      .astype(np.float64), "virtual": images["virtual"], "reference": images["reference"]}
     lesion = None if lesion_mask is None else np.asarray(lesion_mask, dtype=bool) & brain
     if lesion is not None and not lesion.any():
         raise NeuroContrastError("the lesion mask has no voxel inside the brain mask")
-    ref_labels = None
-    if pre_s is not None:
-        ref_labels, ref_thr = M.otsu_binarise(M.enhancement_map(std["reference"], pre_s), brain)
+    ref = images["reference"]
+    ref_labels = enh = None
+    if pre_m is not None:
+        ref_labels, ref_thr = M.otsu_binarise(M.enhancement_map(ref, pre_m), brain)
+        try:
+            enh = enhancing_voxels(pre_m, ref, brain)
+        except NeuroContrastError:
+            enh = None
     healthy = None
     if lesion is not None:
         from scipy import ndimage
 
         healthy = brain & ~ndimage.binary_dilation(lesion, iterations=3)
     rows = []
-    for name in ("low", "virtual", "reference"):
+    for name, img in images.items():
         row: Dict[str, object] = {c: "" for c in _COLUMNS}
         row["image"] = name
         if name != "reference":
-            row.update(ssim=M.ssim(std[name], std["reference"], brain), psnr=M.psnr(std[name], std["reference"], brain),
-                       nrmse=M.nrmse(std[name], std["reference"], brain))
-            if pre_s is not None:
-                auc = M.enhancement_auc(std[name], std["reference"], pre_s, brain)
+            row.update(ssim=M.ssim(img, ref, brain), psnr=M.psnr(img, ref, brain), nrmse=M.nrmse(img, ref, brain))
+            if pre_m is not None:
+                auc = M.enhancement_auc(img, ref, pre_m, brain)
                 row.update(auc=auc["auc"], sensitivity=auc["sensitivity"], specificity=auc["specificity"],
                            youden_threshold=auc["threshold"])
-                cand = (M.enhancement_map(std[name], pre_s) > ref_thr) & brain
+                if enh is not None:
+                    row["restored"] = float(np.mean(img[enh] - pre_m[enh]) / np.mean(ref[enh] - pre_m[enh]))
+                cand = (M.enhancement_map(img, pre_m) > ref_thr) & brain
                 comp = M.enhancement_components(cand, ref_labels, spacing)
                 row.update(fp_components=comp["false_positive"], fn_components=comp["false_negative"],
                            fp_by_size=json.dumps(comp["fp_by_size"]), fn_by_size=json.dumps(comp["fn_by_size"]))
-        if lesion is not None:  # native intensities: the [0, 1] clipping would saturate strong enhancement
-            raw = np.asarray(images[name], dtype=np.float64)
+        if lesion is not None:
             if pre is not None:
-                h = M.harmonised_contrast_metrics(raw, pre, lesion, healthy)
+                h = M.harmonised_contrast_metrics(img, pre, lesion, healthy)
                 row.update(cnr=h["cnr"], lbr=h["lbr"], cep=h["cep"])
             else:
-                row.update(cnr=M.cnr(raw, lesion, healthy), lbr=M.lbr(raw, lesion, healthy))
+                row.update(cnr=M.cnr(img, lesion, healthy), lbr=M.lbr(img, lesion, healthy))
         rows.append(row)
     return rows
 
@@ -108,22 +130,23 @@ def _choose_slice(brain: np.ndarray, focus: Optional[np.ndarray]) -> int:
     return int(np.argmax(brain.reshape(brain.shape[0], -1).sum(1)))
 
 
-def _figure(std: Dict[str, np.ndarray], maps: Optional[Dict[str, np.ndarray]], k: int, path: str, title: str) -> None:
+def _figure(std: Dict[str, np.ndarray], maps: Optional[Dict[str, np.ndarray]], k: int, path: str, title: str,
+            vmax_image: float = 1.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["low", "virtual", "reference"]
+    names = [n for n in ("low", "physics", "virtual", "reference") if n in std]
     rows = 2 if maps is not None else 1
-    fig, axes = plt.subplots(rows, 3, figsize=(12, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(names), figsize=(4 * len(names), 4.2 * rows), squeeze=False)
     # common colour scale: the 99.5th percentile of the reference map's non-zero values on this slice
     vmax = 1.0
     if maps is not None:
         nz = maps["reference"][k][maps["reference"][k] > 0]
         vmax = float(np.percentile(nz, 99.5)) if nz.size else 1.0
     for j, n in enumerate(names):
-        axes[0, j].imshow(std[n][k], cmap="gray", vmin=0, vmax=1)
+        axes[0, j].imshow(std[n][k], cmap="gray", vmin=0, vmax=vmax_image)
         axes[0, j].set_title(f"{n} T1c (slice {k})")
         if maps is not None:
             axes[1, j].imshow(maps[n][k], cmap="magma", vmin=0, vmax=max(vmax, 1e-6))
@@ -141,13 +164,14 @@ def _fmt(v) -> str:
 
 
 def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=None, lesion_mask_path=None,
-                      out_dir="contrast_evaluation", *, pre_path=None,
+                      out_dir="contrast_evaluation", *, pre_path=None, dose: Optional[float] = None,
                       progress: Optional[ProgressCallback] = None) -> dict:
     """Compare low-dose, virtual and reference T1c files and write table, Markdown and PNG (module docstring).
 
     Paths: 3D images (NIfTI/NRRD/DICOM folder) on one grid; masks non-zero = inside. ``pre_path``: the
     pre-contrast T1 for enhancement maps (needed for AUC, FP/FN components and CEP; without it those
-    columns stay empty and the report says why). Raises NeuroContrastError/GeometryError for missing files,
+    columns stay empty and the report says why). ``dose`` (with ``pre_path``): add the physics-baseline row.
+    Raises NeuroContrastError/GeometryError for missing files,
     2D/NaN images, grids that differ, empty masks.
     """
     import SimpleITK as sitk
@@ -187,7 +211,9 @@ def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=No
         lesion = read_mask(os.fspath(lesion_mask_path), geo, "lesion mask", "the low-dose T1c")
     report(progress, 0.3, "computing metrics")
     spacing = tuple(geo.spacing[::-1])
-    rows = evaluate_arrays(low, virtual, reference, brain, pre, lesion, spacing)
+    if dose is not None and pre is None:
+        raise NeuroContrastError("--dose adds the physics-baseline row and needs --pre (the pre-contrast T1)")
+    rows = evaluate_arrays(low, virtual, reference, brain, pre, lesion, spacing, dose=dose)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,13 +225,21 @@ def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=No
         for r in rows:
             writer.writerow({k: _fmt(v) for k, v in r.items()})
     report(progress, 0.7, "drawing the comparison figure")
-    std = {n: standardise_intensity(v, brain)[0] for n, v in (("low", low), ("virtual", virtual),
-                                                             ("reference", reference))}
+    shown = {"low": low, "virtual": virtual, "reference": reference}
+    if dose is not None:
+        from neurocontrast.contrast.physics import dose_extrapolation
+
+        shown = {"low": low, "physics": dose_extrapolation(pre, low, dose, brain).full, "virtual": virtual,
+                 "reference": reference}
+    std = {n: np.asarray(v, np.float32) for n, v in shown.items()}
+    vmax_image = float(np.percentile(reference[brain], 99.8))
     maps = None
     focus = lesion
     if pre is not None:
-        pre_s = standardise_intensity(pre, brain)[0]
-        maps = {n: M.enhancement_map(v, pre_s) * brain for n, v in std.items()}
+        from neurocontrast.contrast.subtraction import radiometric_match
+
+        pre_m = radiometric_match(pre, reference, brain).apply(pre)
+        maps = {n: M.enhancement_map(v, pre_m) * brain for n, v in std.items()}
         if focus is None:
             focus = M.otsu_binarise(maps["reference"], brain)[0]
     # display in radiological LPS order (anterior up, patient right on the left) whatever the file's axes
@@ -216,7 +250,8 @@ def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=No
     maps_v = None if maps is None else {n: lps(v) for n, v in maps.items()}
     brain_v = lps(brain) > 0.5
     k = _choose_slice(brain_v, None if focus is None else lps(focus) > 0.5)
-    _figure(std_v, maps_v, k, png_path, "standardised intensities (brain z-score, 1-99 % clip, [0, 1])")
+    _figure(std_v, maps_v, k, png_path, "intensities as given (reference units; grey scale 0 to the reference's "
+            "in-brain 99.8th percentile)", vmax_image)
     info = {"low": os.fspath(low_path), "virtual": os.fspath(virtual_path), "reference": os.fspath(reference_path),
             "pre": None if pre_path is None else os.fspath(pre_path), "mask_source": mask_source,
             "lesion_mask": None if lesion_mask_path is None else os.fspath(lesion_mask_path),
@@ -227,9 +262,13 @@ def evaluate_contrast(low_path, virtual_path, reference_path, brain_mask_path=No
              f"- pre-contrast T1: `{pre_path}`" if pre_path else
              "- pre-contrast T1: not given, so no enhancement maps, AUC, FP/FN components or CEP",
              f"- mask: {mask_source}", f"- grid: {geo.describe()}", "",
-             "Images standardised inside the mask (z-score, 1st/99th percentile clip, [0, 1]); SSIM/PSNR/NRMSE "
-             "inside the mask; AUC of the enhancement map max(image − pre, 0) against the Otsu-binarised "
-             "reference map (Ammari et al. 2022); CNR/LBR/CEP on the lesion mask (Bône et al.).", "",
+             "Images compared as given, in the reference's units (no per-image re-standardisation); SSIM "
+             "(scikit-image, 7-voxel window, data range = the reference's in-mask max − min, mean over the mask), "
+             "PSNR and NRMSE inside the mask; AUC of the enhancement map max(image − pre', 0) (pre' = the T1 "
+             "matched radiometrically to the reference) against the Otsu-binarised reference map (Ammari et al. "
+             "2022); restored = mean enhancement over the reference's enhancing voxels relative to the "
+             "reference's; physics = dose extrapolation pre' + p⊙(low − pre')/dose; CNR/LBR/CEP on the lesion "
+             "mask (Bône et al.).", "",
              "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "/") for c in _COLUMNS) + " |")

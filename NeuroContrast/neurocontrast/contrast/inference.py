@@ -6,7 +6,7 @@ the three axes), the 40 predictions un-mirrored and averaged (simple Euclidean m
 options: ``ensemble`` (how many fold models, in name order) and ``tta`` (1 = no mirroring, 8 = all mirrors;
 2 and 4 are also accepted: mirrors about x, then y, then z).
 
-Everything here works on arrays in *model space* (the preprocessed 1 mm atlas grid, intensities in [0, 1]);
+Everything here works on arrays in *model space* (the preprocessed 1 mm atlas grid, standardised intensities);
 :mod:`neurocontrast.contrast.virtual` and :mod:`neurocontrast.contrast.differential` do the preprocessing
 and the return to the native grid.
 
@@ -161,6 +161,36 @@ def load_ensemble(model: Union[str, Sequence[str]], ensemble: Optional[int] = No
     if len(channels) > 1:
         raise NeuroContrastError(f"the ensemble's models expect different input channels: {sorted(channels)}")
     return loaded
+
+
+def load_task_models(task: str, model: Union[str, Sequence[str]], ensemble: Optional[int] = None,
+                     tta: Optional[int] = None, device: str = "cpu", models_dir=None):
+    """Model loading shared by :func:`~neurocontrast.contrast.virtual.run_virtual` and
+    :func:`~neurocontrast.contrast.differential.run_differential`.
+
+    Resolves the device, fills the default ensemble size and mirror count for it
+    (:func:`neurocontrast.contrast.virtual.default_passes`), validates ``tta``, loads the folds
+    (:func:`load_ensemble`) and checks that they fit ``task`` (``"virtual"``: a plain network with a
+    ``t1c_low`` channel; ``"differential"``: a conditional network). Returns (models, device, tta).
+    Raises NeuroContrastError on an unknown task, a missing model or a model of the other task.
+    """
+    from neurocontrast.contrast.virtual import CONTRAST_CHANNEL, default_passes
+
+    if task not in DEFAULT_MODELS:
+        raise NeuroContrastError(f"task must be one of {sorted(DEFAULT_MODELS)}, got {task!r}")
+    device = resolve_device(device)
+    d_ens, d_tta = default_passes(device)
+    ensemble = d_ens if ensemble is None else ensemble
+    tta = d_tta if tta is None else tta
+    flip_sets(tta)  # validate early
+    models = load_ensemble(model, ensemble, device=device, models_dir=models_dir)
+    first = models[0]
+    if task == "differential" and not first.conditional:
+        raise NeuroContrastError(f"model {first.info.name} is not a conditional differential-contrast model")
+    if task == "virtual" and (first.conditional or CONTRAST_CHANNEL not in first.input_channels):
+        raise NeuroContrastError(f"model {first.info.name!r} has no '{CONTRAST_CHANNEL}' input channel "
+                                 f"({first.input_channels}); it is not a virtual-contrast model")
+    return models, device, tta
 
 
 def _pad_to_multiple(x, multiple: int):

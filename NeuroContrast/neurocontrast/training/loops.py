@@ -26,42 +26,10 @@ import torch
 
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.training import distributed
+from neurocontrast.training.checkpoint import load_checkpoint as _load_checkpoint
+from neurocontrast.training.checkpoint import save_checkpoint as _save_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def _save_checkpoint(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: Dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for pid, state in opt["state"].items():
-        for key, value in state.items():
-            t = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"opt.{pid}.{key}"] = t.detach().cpu().contiguous()
-    meta = dict(meta, param_groups=opt["param_groups"])
-    tmp = path + ".tmp"
-    save_file(tensors, tmp + ".safetensors")
-    with open(tmp + ".json", "w", encoding="utf-8") as fh:
-        json.dump(meta, fh)
-    os.replace(tmp + ".safetensors", path + ".safetensors")
-    os.replace(tmp + ".json", path + ".json")
-
-
-def _load_checkpoint(path: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Dict:
-    from safetensors.torch import load_file
-
-    tensors = load_file(path + ".safetensors")
-    with open(path + ".json", encoding="utf-8") as fh:
-        meta = json.load(fh)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: Dict[int, Dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, key = k.split(".", 2)
-            state.setdefault(int(pid), {})[key] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
-    return meta
 
 
 def train(model: torch.nn.Module, batch_fn: Callable[[np.random.Generator], Dict[str, torch.Tensor]],
