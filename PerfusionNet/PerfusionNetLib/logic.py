@@ -29,7 +29,7 @@ from NeuroContrastLib import mrml
 
 METHOD_LABELS = {"osvd": "oSVD (block-circulant, oscillation index)", "csvd": "cSVD (block-circulant)",
                  "ssvd": "sSVD (standard)", "tikhonov": "Tikhonov", "stnet": "ST-Net (deep)",
-                 "tmaxnet": "AIF-free Tmax network (deep)"}
+                 "stnet-s": "ST-Net-S (deep, fast CPU option)", "tmaxnet": "AIF-free Tmax network (deep)"}
 AIF_MODES = ("mask", "auto")
 #: colour nodes, first one present in the scene wins (file-based tables exist only in the Slicer application)
 MAP_COLORS = {

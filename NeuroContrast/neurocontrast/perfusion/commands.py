@@ -20,8 +20,9 @@ from neurocontrast.perfusion.parameters import (PerfusionOptions, SVDParams, Tik
                                                 from_cli)
 from neurocontrast.perfusion.pipeline import HYPOPERFUSION_THRESHOLD_S, deconvolution_methods, network_methods
 
-PERFUSION_USAGE = ("neurocontrast perfusion DSC (--aif-mask M | --aif auto) --vof-mask M [--brain-mask M] "
-                   "[--method osvd|csvd|ssvd|tikhonov|stnet|tmaxnet] [--te S] [--tr S] [--core-mask M] --out DIR")
+PERFUSION_USAGE = ("neurocontrast perfusion DSC [--aif-mask M | --aif auto] [--vof-mask M] [--brain-mask M] "
+                   "[--method METHOD] [--te S] [--tr S] [--core-mask M] --out DIR   (the AIF and VOF are "
+                   "required except for --method tmaxnet, which needs neither)")
 
 
 def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
@@ -38,12 +39,12 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
                     "hypoperfusion .nii.gz, report.json and overview.png into --out, which then holds exactly "
                     "this run's outputs.")
     p.add_argument("dsc", metavar="DSC", help="4D DSC series: NIfTI, NRRD (.seq.nrrd) or a DICOM folder")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group(required=False)
     src.add_argument("--aif-mask", metavar="M", help="AIF mask (non-zero voxels) on the DSC grid")
     src.add_argument("--aif", choices=["auto"], help="'auto': automatic AIF (Mouridsen 2006 clustering)")
     p.add_argument("--vof-mask", metavar="M",
                    help="VOF mask (superior sagittal sinus); the AIF is rescaled to its area (Cao eq. 8). "
-                        "Required for deconvolution methods")
+                        "Required for deconvolution methods and ST-Net/ST-Net-S")
     p.add_argument("--no-vof-rescale", action="store_true",
                    help="use the AIF as measured (the VOF curve is still reported, with the factor rescaling "
                         "would have applied)")
@@ -132,7 +133,13 @@ def cmd_perfusion(args) -> int:
     from neurocontrast.errors import NeuroContrastError
     from neurocontrast.perfusion.pipeline import perfusion_from_files
 
-    if args.method in deconvolution_methods() and not args.vof_mask:
+    from neurocontrast.perfusion.pipeline import MAP_METHODS
+
+    needs_aif = MAP_METHODS[args.method].needs_aif
+    if needs_aif and not (args.aif_mask or args.aif == "auto"):
+        raise NeuroContrastError(f"method {args.method} needs an AIF: give --aif-mask M or --aif auto "
+                                 "(--method tmaxnet needs neither AIF nor VOF)")
+    if needs_aif and not args.vof_mask:
         raise NeuroContrastError(f"--vof-mask is required for method {args.method} (the AIF is rescaled to the "
                                  "VOF for partial volume, Cao eq. 8; --no-vof-rescale turns the rescaling off)")
     options = options_from_cli(args, method=args.method, aif="auto" if args.aif == "auto" else "mask",
