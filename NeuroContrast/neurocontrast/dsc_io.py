@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.io import Geometry, check_finite, read_image
+from neurocontrast.io import Geometry, read_float_nifti_array, read_image
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +89,28 @@ def check_frame_interval(tr_s: float, source: str, unit: Optional[str] = "s") ->
                              f"(expected {lo:g}-{hi:g} s){hint} (--tr SECONDS)")
 
 
-def check_dsc_values(signal: np.ndarray, what: str) -> None:
+def check_dsc_values(signal: np.ndarray, what: str) -> float:
     """Refuse a series whose values cannot be a DSC acquisition: NaN/±inf; frames that are constant over
     the whole volume (zero-filled or repeated frames: a truncated file or dropped frames).
 
-    signal : (T, Z, Y, X). Raises NeuroContrastError naming the frames.
+    signal : (T, Z, Y, X). Returns the smallest value (negative values are the caller's to report).
+    Raises NeuroContrastError naming the frames.
     """
-    check_finite(signal, what)
     flat = np.asarray(signal).reshape(signal.shape[0], -1)
-    flat_frames = np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
+    low, high = flat.min(axis=1), flat.max(axis=1)       # NaN and ±inf show in the extremes: two passes
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise NeuroContrastError(f"{what} contains NaN or infinite values; fix or mask them before analysis")
+    flat_frames = np.flatnonzero(high == low)
     if flat_frames.size:
         n = signal.shape[0]
         first, last = int(flat_frames[0]), int(flat_frames[-1])
-        value = float(flat[first, 0])
+        value = float(low[first])
         where = (f"frames {first}-{last}" if flat_frames.size > 1 else f"frame {first}")
         reason = ("the file is truncated (the reader fills missing frames)" if last == n - 1 and
                   flat_frames.size == n - first else "frames were dropped or zero-filled")
         raise NeuroContrastError(f"{what}: {where} of {n} hold one constant value ({value:g}) over the whole "
                                  f"volume: {reason}; it cannot be analysed")
+    return float(low.min())
 
 
 def _sidecar_path(path: str) -> str:
@@ -320,6 +324,11 @@ def _read_file_dsc(path: str):
     is_nifti = lower.endswith((".nii", ".nii.gz"))
     if is_nifti:
         _check_nifti_size(path)
+        found = read_float_nifti_array(path)  # a float 4D NIfTI: one nibabel read, no ITK image copies
+        if found is not None and found[0].ndim == 4:
+            array, reader = found
+            return (array.astype(np.float32, copy=False), Geometry.from_image(reader),
+                    _deferred(_nifti_frame_interval, path))
     img = read_image(path)
     ncomp = img.GetNumberOfComponentsPerPixel()
     if ncomp > 1:
@@ -342,10 +351,17 @@ def _read_file_dsc(path: str):
 
 
 def _deferred(func, *args):
-    """``func(*args)``, or the NeuroContrastError it raised: a header TR that fails its check only
-    matters when no explicit or sidecar TR overrides it."""
+    """``func(*args)`` evaluated only when needed (:func:`_resolve`): a header TR that fails its check, or
+    logs about its unit, only matters when no explicit or sidecar TR overrides it."""
+    return lambda: func(*args)
+
+
+def _resolve(value):
+    """The value of a :func:`_deferred` call, or the NeuroContrastError it raised."""
+    if not callable(value):
+        return value
     try:
-        return func(*args)
+        return value()
     except NeuroContrastError as exc:
         return exc
 
@@ -402,6 +418,7 @@ def read_dsc(path: str, tr_s: Optional[float] = None, te_s: Optional[float] = No
     check_dsc_values(signal, f"DSC series {path}")
     side_tr = sidecar.get("RepetitionTime")
     if tr_s is None:
+        header_tr = _resolve(header_tr)
         tr_s = side_tr if side_tr is not None else header_tr
         if isinstance(tr_s, NeuroContrastError):
             raise tr_s

@@ -1,4 +1,7 @@
-"""Reading and writing 3D volumes and 4D DSC series with SimpleITK, and voxel-grid (geometry) checks.
+"""Reading and writing 3D volumes with SimpleITK, and voxel-grid (geometry) checks.
+
+4D DSC series are read by :mod:`neurocontrast.dsc_io` (``DSCSeries``, ``read_dsc``; still importable
+from here).
 
 Array order follows SimpleITK and ``slicer.util.arrayFromVolume``: ``(z, y, x)`` for volumes and
 ``(t, z, y, x)`` for time series. Geometry (size, spacing, origin, direction) is kept beside arrays in a
@@ -125,13 +128,9 @@ def read_image(path: str) -> sitk.Image:
             reader.SetFileNames(files)
             return reader.Execute()
         if path.lower().endswith((".nii", ".nii.gz")):
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(path)
-            reader.ReadImageInformation()
-            if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-                image = _read_float_nifti(path, reader)
-                if image is not None:
-                    return image
+            image = _read_float_nifti(path)
+            if image is not None:
+                return image
         image = sitk.ReadImage(path)
     except RuntimeError as exc:  # SimpleITK raises RuntimeError for unreadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
@@ -139,14 +138,27 @@ def read_image(path: str) -> sitk.Image:
     return image
 
 
-def _read_float_nifti(path: str, reader: sitk.ImageFileReader) -> Optional[sitk.Image]:
-    """The voxels of a float NIfTI read by nibabel (NaN/inf kept), on the grid of ITK's header ``reader``.
+def read_float_nifti_array(path: str):
+    """The voxels of a float NIfTI as a NumPy array read once by nibabel (NaN/±inf kept, unlike ITK), with
+    ITK's header reader for the grid.
 
-    Returns None when nibabel's array does not match ITK's size (then ITK reads the file itself).
-    Raises NeuroContrastError when the file is truncated or its header is unreadable.
+    Returns ``(array (z, y, x) or (t, z, y, x) in the file's float dtype, reader)`` where ``reader`` is a
+    ``SimpleITK.ImageFileReader`` after ``ReadImageInformation`` (size, spacing, origin, direction as ITK
+    reads them; :meth:`Geometry.from_image` accepts it), or None when the file is not a 3D/4D float NIfTI
+    or nibabel's shape differs from ITK's. Raises NeuroContrastError when the file is truncated or its
+    header is unreadable.
     """
     import nibabel
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
+        raise NeuroContrastError(f"cannot read image {path}: {first}") from None
+    if reader.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return None
     try:
         nii = nibabel.load(path)
         data = np.asanyarray(nii.dataobj)
@@ -155,7 +167,16 @@ def _read_float_nifti(path: str, reader: sitk.ImageFileReader) -> Optional[sitk.
     size = tuple(int(s) for s in reader.GetSize())
     if data.shape != size or data.ndim not in (3, 4):
         return None
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.T), isVector=False)
+    return np.asarray(data).T, reader
+
+
+def _read_float_nifti(path: str) -> Optional[sitk.Image]:
+    """A float NIfTI as a SimpleITK image with its NaN/±inf kept (:func:`read_float_nifti_array`)."""
+    found = read_float_nifti_array(path)
+    if found is None:
+        return None
+    array, reader = found
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=False)
     image.SetSpacing(reader.GetSpacing())
     image.SetOrigin(reader.GetOrigin())
     image.SetDirection(reader.GetDirection())

@@ -212,7 +212,8 @@ class PerfusionNetLogic:
         The series is cached while the node (time, attributes) and the TR/TE fields are unchanged, so live
         curve updates do not copy the 4D series again.
 
-        Raises NeuroContrastError for a non-4D input, unknown TR, or fewer than 10 frames.
+        Raises NeuroContrastError for a non-4D input, unknown TR or one outside 0.3–5 s (a time index in ms
+        without its unit), or fewer than 10 frames.
         """
         from neurocontrast.io import DSCSeries
 
@@ -227,6 +228,9 @@ class PerfusionNetLogic:
         if signal.shape[0] < 10:
             raise NeuroContrastError(f"DSC series '{node.GetName()}' has {signal.shape[0]} frames; at least 10 "
                                      "are needed")
+        from neurocontrast.dsc_io import check_frame_interval
+
+        tr_s = check_frame_interval(tr_s, f"DSC series '{node.GetName()}' (time index or the TR field)", "s")
         dsc = DSCSeries(signal=signal, geometry=geometry, tr_s=tr_s, te_s=te_s, path=None)
         self._dsc_cache = (key, dsc, mrml.first_frame_node(node))
         return dsc, self._dsc_cache[2]

@@ -167,3 +167,14 @@ def test_no_vof_rescale_uses_the_measured_aif(ph, tmp_path):
 def test_invalid_parameter_names_the_option(ph, tmp_path, capsys):
     assert _run(ph, tmp_path / "o", "--csvd-threshold", "1.5") == 2
     assert "--csvd-threshold must be a fraction" in _error(capsys)
+
+
+def test_progress_bar_in_a_terminal(ph, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert main(["perfusion", str(ph / "dsc.nii.gz"), *_masks(ph), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    for stage in ("reading", "osvd", "writing"):
+        assert stage in err, stage
+    assert "%|" in err                                 # the tqdm bar itself

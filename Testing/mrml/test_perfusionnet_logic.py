@@ -136,6 +136,9 @@ def test_bad_inputs_give_clear_errors(mrml_scene, loaded, phantom):
     short, _ = mrml.sequence_node_from_array(phantom.signal[:6], phantom.geometry, 1.5, "short", mrml_scene)
     with pytest.raises(NeuroContrastError, match="at least 10"):
         logic.load_dsc(PerfusionNetParameters(dsc_node_id=short.GetID()))
+    in_ms, _ = mrml.sequence_node_from_array(phantom.signal, phantom.geometry, 1500.0, "ms", mrml_scene)
+    with pytest.raises(NeuroContrastError, match="implausible"):      # a time index of 0, 1500, 3000 ...
+        logic.load_dsc(PerfusionNetParameters(dsc_node_id=in_ms.GetID()))
     nodes, params = loaded
     points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "far")
     points.AddControlPoint(900.0, 0.0, 0.0)

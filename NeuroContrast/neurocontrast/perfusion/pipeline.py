@@ -6,8 +6,8 @@
 2. :func:`baseline_and_brain` -- pre-bolus baseline frames and the brain mask (given or automatic);
 3. :func:`vascular_curves` -- the AIF (mask or automatic suggestion) and VOF ΔR2* curves, the AIF rescaled
    to the VOF for partial volume (eq. 8); the same function draws the curves of the Slicer panel;
-4. :func:`tissue_delta_r2star` -- ΔR2*(t) = −ln(S/S0)/TE (eq. 1) of the brain's bounding box in float32,
-   smoothed in plane inside the brain;
+4. :func:`tissue_delta_r2star` -- ΔR2*(t) = −ln(S/S0)/TE (eq. 1) of the brain voxels only, in float32,
+   smoothed in plane inside the brain (on its bounding box);
 5. :func:`compute_method_maps` -- a registered method (:data:`MAP_METHODS`): deconvolution (sSVD, cSVD,
    oSVD, Tikhonov; eq. 3-7 in :func:`~neurocontrast.perfusion.maps.compute_maps`) or a network (ST-Net,
    AIF-free Tmax net, from :mod:`neurocontrast.perfusion.deep`, imported only when chosen);
@@ -336,9 +336,9 @@ def check_inputs(dsc, aif_mask, vof_mask, brain_mask, core_mask, options: Perfus
         raise NeuroContrastError(f"TE must be a positive echo time in s for {what} (give --te), got {te_s!r}; "
                                  "the maps (ratios of tissue to arterial ΔR2*) do not depend on its value, "
                                  "only the ΔR2* curves (1/s) scale with it, so the protocol's TE is enough")
-    check_dsc_values(signal, "the DSC series")
+    lowest = check_dsc_values(signal, "the DSC series")
     warnings = []
-    n_negative = int(np.count_nonzero(signal < 0))
+    n_negative = int(np.count_nonzero(signal < 0)) if lowest < 0 else 0
     if n_negative:
         message = (f"{n_negative} negative signal sample(s): a magnitude DSC series has none (phase, "
                    "subtracted or badly rescaled data?); they count as S <= 0")
@@ -397,27 +397,33 @@ def _bounding_box(mask: np.ndarray) -> Tuple[slice, slice, slice]:
 
 
 def tissue_delta_r2star(signal: np.ndarray, te_s: float, baseline, brain_mask: np.ndarray, spacing_xyz,
-                        smoothing_fwhm_mm: float, vessels: Optional[np.ndarray] = None):
-    """Step 4: ΔR2* (Cao eq. 1) of the brain's bounding box, float32, from the first baseline frame on.
+                        smoothing_fwhm_mm: float, vessels: Optional[np.ndarray] = None) -> np.ndarray:
+    """Step 4: ΔR2* (Cao eq. 1) of the brain voxels, float32, from the first baseline frame on.
 
-    Returns ``(delta_r2star (T − start, z, y, x) float32 on the box, box (z, y, x) slices)``. With
-    ``smoothing_fwhm_mm`` > 0 the brain voxels are smoothed in plane (:func:`smooth_in_mask`), except
-    ``vessels`` (AIF/VOF voxels), which are neither smoothed nor smeared into their neighbours.
+    Returns (T − start, N) float32, N = brain voxels in C order (``np.flatnonzero(brain_mask)``). Only
+    the brain voxels are converted; with ``smoothing_fwhm_mm`` > 0 they are smoothed in plane
+    (:func:`smooth_in_mask`) on the brain's bounding box, except ``vessels`` (AIF/VOF voxels), which are
+    neither smoothed nor smeared into their neighbours.
     """
     from neurocontrast.perfusion import signal as signal_mod
 
-    box = _bounding_box(brain_mask)
     start, stop = int(baseline[0]), int(baseline[1])
-    dr2 = signal_mod.delta_r2star(signal[(slice(start, None),) + box], te_s, (0, stop - start))
+    flat = signal.reshape(signal.shape[0], -1)
+    values = np.take(flat[start:], np.flatnonzero(brain_mask), axis=1)   # (T − start, N) gather
+    dr2 = signal_mod.delta_r2star(values, te_s, (0, stop - start))
+    del values
     if smoothing_fwhm_mm:
+        box = _bounding_box(brain_mask)
         brain = brain_mask[box]
         vessel_box = vessels[box] if vessels is not None else np.zeros(brain.shape, bool)
-        smoothed = smooth_in_mask(dr2, brain & ~vessel_box, spacing_xyz, smoothing_fwhm_mm)
-        keep = brain & vessel_box
+        grid = np.zeros((dr2.shape[0],) + brain.shape, np.float32)
+        grid[:, brain] = dr2
+        smoothed = smooth_in_mask(grid, brain & ~vessel_box, spacing_xyz, smoothing_fwhm_mm)[:, brain]
+        keep = vessel_box[brain]
         if keep.any():
             smoothed[:, keep] = dr2[:, keep]
         dr2 = smoothed
-    return dr2, box
+    return dr2
 
 
 def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs: _Inputs, curves, baseline,
@@ -438,16 +444,17 @@ def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs
             if m is not None:
                 vessels |= m
         report_progress(progress, 0.0, "ΔR2* and smoothing")
-        dr2, box = tissue_delta_r2star(inputs.signal, inputs.te_s, baseline, brain_mask, dsc.geometry.spacing,
-                                       options.smoothing_fwhm_mm, vessels)
+        dr2 = tissue_delta_r2star(inputs.signal, inputs.te_s, baseline, brain_mask, dsc.geometry.spacing,
+                                  options.smoothing_fwhm_mm, vessels)
         report_progress(progress, 0.1, f"{options.method} maps")
-        pm = maps_mod.compute_maps(dr2, curves.aif, inputs.tr_s, method=entry.target, brain_mask=brain_mask[box],
-                                   constants=options.constants, progress=scaled(progress, 0.1, 1.0),
-                                   **options.deconvolve_kwargs())
+        n = dr2.shape[1]  # the brain voxels as an (N, 1, 1) "volume": no grid copy for the deconvolution
+        pm = maps_mod.compute_maps(dr2.reshape(dr2.shape[0], n, 1, 1), curves.aif, inputs.tr_s,
+                                   method=entry.target, brain_mask=None, constants=options.constants,
+                                   progress=scaled(progress, 0.1, 1.0), **options.deconvolve_kwargs())
         maps = {}
         for name, values in pm.as_dict().items():
             full = np.zeros(shape, np.float32)
-            full[box] = values
+            full[brain_mask] = values.reshape(n)
             maps[name] = full
         if baseline[0] > 0:  # TTP counts from the first frame of the series, not of the cropped one
             maps["ttp"] = np.where(brain_mask, maps["ttp"] + baseline[0] * inputs.tr_s, 0.0).astype(np.float32)
@@ -628,7 +635,8 @@ def smooth_in_mask(values: np.ndarray, mask: np.ndarray, spacing_xyz, fwhm_mm: f
     """In-plane Gaussian smoothing of a (T, Z, Y, X) series restricted to ``mask`` (normalised convolution:
     smooth(values·mask)/smooth(mask), so nothing leaks in from outside the brain). ``fwhm_mm`` is the full
     width at half maximum in mm (σ = FWHM/2.355 per axis, divided by the x/y spacing). Returns float32,
-    0 outside the mask. Slices are smoothed independently (DSC slices are thick)."""
+    0 outside the mask. Slices and frames are smoothed independently (DSC slices are thick): one separable
+    scipy.ndimage filter over the whole series (σ = 0 on t and z)."""
     from scipy import ndimage
 
     if fwhm_mm is None or fwhm_mm <= 0:
@@ -637,11 +645,12 @@ def smooth_in_mask(values: np.ndarray, mask: np.ndarray, spacing_xyz, fwhm_mm: f
     sigma = (0.0, fwhm_mm / 2.3548 / sy, fwhm_mm / 2.3548 / sx)
     m = mask.astype(np.float32)
     weight = ndimage.gaussian_filter(m, sigma=sigma, mode="constant")
-    out = np.empty(values.shape, dtype=np.float32)
-    safe = np.where(mask, np.maximum(weight, 1e-6), 1.0)
-    for k in range(values.shape[0]):  # frame by frame keeps the memory at one volume
-        out[k] = np.where(mask, ndimage.gaussian_filter(values[k] * m, sigma=sigma, mode="constant") / safe, 0.0)
-    return out
+    safe = np.where(mask, np.maximum(weight, 1e-6), 1.0).astype(np.float32)
+    num = np.asarray(values, dtype=np.float32) * m
+    ndimage.gaussian_filter(num, sigma=(0.0,) + sigma, mode="constant", output=num)
+    num /= safe
+    num[:, ~mask] = 0.0
+    return num
 
 
 def _shift_times(quality: Dict[str, Any], offset_s: float) -> Dict[str, Any]:

@@ -15,14 +15,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-#: Display settings per map: (title, unit, colormap, fixed window or None for 0 to the 98th percentile).
+from neurocontrast.perfusion.maps import MAP_UNITS
+
+#: Display settings per map: (title, unit (from :data:`~neurocontrast.perfusion.maps.MAP_UNITS`), colormap,
+#: fixed window or None for 0 to the 98th percentile).
 MAP_STYLE: Dict[str, Tuple[str, str, str, Optional[Tuple[float, float]]]] = {
-    "cbf": ("CBF", "mL/100 g/min", "turbo", None),
-    "cbv": ("CBV", "mL/100 g", "turbo", None),
-    "mtt": ("MTT", "s", "turbo", None),
-    "tmax": ("Tmax", "s", "turbo", (0.0, 10.0)),
-    "ttp": ("TTP", "s", "turbo", None),
-    "tmax_uncertainty": ("Tmax uncertainty", "s", "magma", None),
+    name: (title, MAP_UNITS[name], cmap, window) for name, title, cmap, window in (
+        ("cbf", "CBF", "turbo", None), ("cbv", "CBV", "turbo", None), ("mtt", "MTT", "turbo", None),
+        ("tmax", "Tmax", "turbo", (0.0, 10.0)), ("ttp", "TTP", "turbo", None),
+        ("tmax_uncertainty", "Tmax uncertainty", "magma", None))
 }
 
 

@@ -66,7 +66,8 @@ def _validate_series(signal: np.ndarray, name: str = "signal") -> np.ndarray:
     if arr.shape[0] < MIN_FRAMES:
         raise NeuroContrastError(f"{name} has {arr.shape[0]} frames on axis 0 (time); at least {MIN_FRAMES} "
                                  "are needed to find a baseline and the bolus")
-    if not np.all(np.isfinite(arr)):
+    # one float64-accumulated sum (no temporary array) is finite exactly when every value is
+    if not np.isfinite(arr.sum(dtype=np.float64)) and not np.all(np.isfinite(arr)):
         raise NeuroContrastError(f"{name} contains NaN or infinite values")
     return arr
 
@@ -133,16 +134,26 @@ def _bolus_frames(rising: np.ndarray, tr_s: Optional[float]) -> _BolusFrames:
 
 
 def _global_curve(signal: np.ndarray) -> np.ndarray:
-    """Mean signal over the voxels that carry signal (temporal mean above 10 % of the 99th percentile)."""
+    """Mean signal over the voxels that carry signal (temporal mean above 10 % of the 99th percentile).
+
+    Computed without copying the series: the mean over the kept voxels is a matrix-vector product per block
+    of voxels (float32 BLAS), accumulated in float64.
+    """
     if signal.ndim == 1:
         return signal.astype(np.float64)
     flat = signal.reshape(signal.shape[0], -1)
-    mean = flat.mean(axis=0)
+    mean = flat.mean(axis=0, dtype=np.float32)
     ref = np.percentile(mean, 99)
     keep = mean > 0.1 * ref if ref > 0 else np.ones(mean.shape, bool)
     if not np.any(keep):
         keep = np.ones(mean.shape, bool)
-    return flat[:, keep].astype(np.float64).mean(axis=1)
+    weights = keep.astype(flat.dtype if flat.dtype.kind == "f" else np.float32)
+    total = np.zeros(flat.shape[0], np.float64)
+    block = 1 << 16
+    for v0 in range(0, flat.shape[1], block):
+        part = flat[:, v0:v0 + block]
+        total += (part if part.dtype.kind == "f" else part.astype(np.float32)) @ weights[v0:v0 + block]
+    return total / float(np.count_nonzero(keep))
 
 
 def detect_baseline(signal: np.ndarray, tr_s: Optional[float] = None) -> Tuple[int, int]:
@@ -216,16 +227,21 @@ def delta_r2star(signal: np.ndarray, te_s: float, baseline: Optional[Tuple[int, 
     data = arr.astype(np.float32, copy=False)
     s0 = data[start:stop].mean(axis=0, dtype=np.float64).astype(np.float32)
     valid = s0 > 0
-    safe_s0 = np.where(valid, s0, np.float32(1.0))
-    ratio = data / safe_s0
-    bad = (ratio <= 0) & valid
+    out = data / np.where(valid, s0, np.float32(1.0))            # S/S0, the one float32 copy
+    if not np.all(valid):                                         # background: ΔR2* = 0
+        if out.ndim == 1:
+            out[:] = 1.0
+        else:
+            out[:, ~valid] = 1.0
+    bad = out <= 0
     n_bad = int(np.count_nonzero(bad))
     if n_bad:
         log.info("delta_r2star: %d sample(s) with S(t) <= 0 set to 1e-3 * S0", n_bad)
-        ratio = np.where(bad, np.float32(1e-3), ratio)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = -np.log(np.where(valid, ratio, np.float32(1.0))) / np.float32(te_s)
-    return out.astype(np.float32, copy=False)
+        np.copyto(out, np.float32(1e-3), where=bad)
+    del bad
+    np.log(out, out=out)
+    out *= np.float32(-1.0 / te_s)
+    return out
 
 
 def bolus_arrival(curve: np.ndarray, tr_s: float) -> float:

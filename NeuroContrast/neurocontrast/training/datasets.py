@@ -29,10 +29,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.perfusion.maps import PerfusionConstants
 
 log = logging.getLogger(__name__)
 
-KH_OVER_RHO = 0.705  # (1 − 0.45)/(1 − 0.25)/1.04, the defaults of PerfusionConstants
+#: kH/ρ of the default physiological constants (0.705), from their one home.
+KH_OVER_RHO = PerfusionConstants().kh_over_rho
 
 
 @dataclasses.dataclass
