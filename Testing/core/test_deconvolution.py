@@ -12,7 +12,8 @@ import perfusion_synthetic as synth  # noqa: E402
 
 from neurocontrast.errors import NeuroContrastError
 from neurocontrast.perfusion.deconvolution import (METHODS, OSVD_THRESHOLDS, aif_matrix, deconvolve,
-                                                   oscillation_index, osvd, residue_delay_s)
+                                                   oscillation_index, osvd, residue_delay_s,
+                                                   tikhonov_gcv_lambda)
 
 
 # ---------------------------------------------------------------- OSIPI digital reference object
@@ -183,19 +184,25 @@ def test_recovers_flow_with_low_noise():
     assert k1.shape == (120,)                                   # 1D in, 1D out
 
 
-def test_tikhonov_fixed_and_lcurve():
+def test_tikhonov_fixed_and_gcv():
     aif, tissue = synth.curves(n_frames=50, tr_s=1.5, cbf=60.0, mtt=4.0)
     rng = np.random.default_rng(1)
-    noisy = tissue + rng.normal(0, 0.02 * tissue.max(), (50, 200))
+    clean = np.repeat(tissue, 200, axis=1)
+    noisy = clean + rng.normal(0, 0.02 * tissue.max(), (50, 200))
     small = deconvolve(noisy, aif, 1.5, "tikhonov", lambda_=0.01)
     large = deconvolve(noisy, aif, 1.5, "tikhonov", lambda_=0.5)
-    lcurve = deconvolve(noisy, aif, 1.5, "tikhonov", lambda_="lcurve")
-    assert small.shape == large.shape == lcurve.shape == (50, 200)
+    gcv = deconvolve(noisy, aif, 1.5, "tikhonov", lambda_="gcv")
+    assert small.shape == large.shape == gcv.shape == (50, 200)
     assert np.median(oscillation_index(large)) < np.median(oscillation_index(small))
     assert 6000 * np.median(large.max(0)) < 6000 * np.median(small.max(0))   # stronger smoothing
-    cbf_l = 6000 * np.median(lcurve.max(0))
-    assert 25 < cbf_l < 90
-    np.testing.assert_allclose(deconvolve(noisy, aif, 1.5, "tikhonov"), lcurve)   # None = L-curve
+    np.testing.assert_allclose(deconvolve(noisy, aif, 1.5, "tikhonov"), gcv)   # None = GCV
+    # one λ for the whole series, larger with more noise, and a CBF near the truth (60)
+    lam_2 = tikhonov_gcv_lambda(noisy, aif, 1.5)
+    lam_8 = tikhonov_gcv_lambda(clean + rng.normal(0, 0.08 * tissue.max(), (50, 200)), aif, 1.5)
+    assert lam_8 > lam_2
+    assert 40 < 6000 * np.median(gcv.max(0)) < 70
+    with pytest.raises(NeuroContrastError, match="gcv"):
+        deconvolve(noisy, aif, 1.5, "tikhonov", lambda_="lcurve")
 
 
 def test_bad_input():
@@ -225,6 +232,6 @@ def test_bad_input():
     with pytest.raises(NeuroContrastError, match="lambda"):
         deconvolve(tissue, aif, 1.0, "tikhonov", lambda_=-1.0)
     with pytest.raises(NeuroContrastError, match="lambda"):
-        deconvolve(tissue, aif, 1.0, "tikhonov", lambda_="gcv")
+        deconvolve(tissue, aif, 1.0, "tikhonov", lambda_="auto")
     with pytest.raises(NeuroContrastError, match=r"\(T, N\)"):
         deconvolve(tissue[:, :, None], aif, 1.0)

@@ -43,7 +43,7 @@ def test_parameters_round_trip_through_the_parameter_node(mrml_scene):
     params.write(node)
     assert PerfusionNetParameters.read(node) == params
     assert params.options().tikhonov.lambda_ == 0.3 and params.options().aif == "auto"
-    assert PerfusionNetParameters(method="tikhonov").options().deconvolve_kwargs() == {"lambda_": "lcurve"}
+    assert PerfusionNetParameters(method="tikhonov").options().deconvolve_kwargs() == {"lambda_": "gcv"}
     assert PerfusionNetParameters(method="osvd", osvd_oi=0.1).options().svd.osvd_oi == 0.1
     # the panel's one SVD threshold reaches the chosen method's own field (the core reads csvd_threshold)
     csvd = PerfusionNetParameters(method="csvd", svd_threshold=0.3).options()

@@ -1,5 +1,6 @@
 """Arterial input function (AIF) and venous output function (VOF): curves, quality figures, automatic AIF
-suggestion (Mouridsen et al. 2006) and VOF-based partial-volume rescaling (Cao et al. eq. 8).
+suggestion (Mouridsen et al. 2006), automatic VOF suggestion in the superior sagittal sinus and VOF-based
+partial-volume rescaling (Cao et al. eq. 8).
 """
 
 from __future__ import annotations
@@ -232,6 +233,137 @@ def suggest_aif(delta_r2star: np.ndarray, tr_s: float, brain_mask: Optional[np.n
     out = np.zeros(mask.size, dtype=bool)
     out[index[keep]] = True
     log.info("suggest_aif: %d voxels, peak at %.1f s", keep.size, cluster_ttp * tr_s)
+    return out.reshape(spatial)
+
+
+def posterior_midline_region(brain_mask: np.ndarray, geometry, *, half_width_mm: float = 20.0,
+                             posterior_fraction: float = 0.25, margin_voxels: int = 4) -> np.ndarray:
+    """Where the superior sagittal sinus lies: on the brain's surface, near the midline, posteriorly.
+
+    The brain mask is dilated in plane by ``margin_voxels`` (the sinus lies just outside the brain, the
+    automatic mask may stop at its wall); kept are voxels within ``half_width_mm`` of the brain's centroid
+    along patient left-right and posterior of the centroid by more than ``posterior_fraction`` of the
+    brain's anterior-posterior extent. Directions come from the grid (DICOM LPS: +x left, +y posterior).
+
+    brain_mask : (Z, Y, X) bool. geometry : :class:`neurocontrast.io.Geometry` of that grid.
+    Returns (Z, Y, X) bool. Raises NeuroContrastError on an empty brain mask.
+    """
+    from scipy import ndimage
+
+    brain = np.asarray(brain_mask, dtype=bool)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: no region to search for the VOF")
+    nz, ny, nx = brain.shape
+    kk, jj, ii = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    index_xyz = np.stack([ii.ravel(), jj.ravel(), kk.ravel()]).astype(np.float64)          # (3, N)
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
+    physical = (direction @ (index_xyz * np.asarray(geometry.spacing, dtype=np.float64)[:, None])
+                + np.asarray(geometry.origin, dtype=np.float64)[:, None])                  # LPS mm
+    lr = physical[0].reshape(brain.shape)
+    ap = physical[1].reshape(brain.shape)
+    centre_lr, centre_ap = lr[brain].mean(), ap[brain].mean()
+    extent_ap = np.ptp(ap[brain])
+    near = ndimage.binary_dilation(brain, np.ones((1, 3, 3), bool), iterations=int(margin_voxels))
+    return near & (np.abs(lr - centre_lr) <= half_width_mm) & (ap >= centre_ap + posterior_fraction * extent_ap)
+
+
+def _first_pass_area(curves: np.ndarray, ttp: np.ndarray, peak: np.ndarray, tr_s: float) -> np.ndarray:
+    """Σ over the contiguous frames around ``ttp`` where the curve is >= peak/2, times Δt. (N,) float64."""
+    above = curves >= 0.5 * peak[None, :]
+    t = np.arange(curves.shape[0])[:, None]
+    # the run of "above" frames that contains the peak: no "below" frame between t and ttp
+    below = ~above
+    last_below_before = np.where(below & (t < ttp[None, :]), t, -1).max(axis=0)
+    first_below_after = np.where(below & (t > ttp[None, :]), t, curves.shape[0]).min(axis=0)
+    run = (t > last_below_before[None, :]) & (t < first_below_after[None, :])
+    return (curves * run).sum(axis=0) * tr_s
+
+
+def suggest_vof(delta_r2star: np.ndarray, tr_s: float, search_mask: np.ndarray, *,
+                baseline_signal: Optional[np.ndarray] = None, arterial_ttp_s: Optional[float] = None,
+                n_voxels: int = 4, tail_frames: int = 8) -> np.ndarray:
+    """Automatic VOF suggestion: the voxels of a large vein (superior sagittal sinus) in ``search_mask``.
+
+    A vein free of partial volume carries the whole tracer bolus, after the arteries and dispersed: its
+    curve is **late**, **tall** and **broad** (van Osch et al., MRM 45:477, 2001; Knutsson et al. 2010).
+    Kept are voxels of ``search_mask`` (e.g. :func:`posterior_midline_region`)
+
+    1. with a baseline signal of at least 40 % of the median over the search region (``baseline_signal``
+       given: no noise-floor voxels, whose ΔR2* is noise);
+    2. that peak at least one frame after ``arterial_ttp_s`` (default: the peak of the mean curve of the
+       search region) — late;
+    3. whose last ``tail_frames`` frames average at most 35 % of their peak (back to baseline, no drift);
+
+    of these, the rougher half (mean |second difference| relative to the peak: noise, flow artefacts) is
+    dropped, and the rest are ranked by their first-pass area (the 3-frame running mean summed over the
+    contiguous frames around its peak that stay above half the peak: tall × broad; the sinus's full blood
+    volume fraction gives the largest first pass in the head). Among the 3·``n_voxels`` best, the 26-connected cluster with the largest total
+    area is kept (one vessel, not scattered noisy voxels) and its ``n_voxels`` largest-area voxels form the
+    suggestion.
+
+    Parameters
+    ----------
+    delta_r2star : (T, Z, Y, X) float, ΔR2* in 1/s (baseline frames ≈ 0). tr_s : frame interval, s.
+    search_mask : (Z, Y, X) bool. baseline_signal : (Z, Y, X) float S0 (optional).
+    arterial_ttp_s : the AIF's time to peak in s from the first frame of ``delta_r2star`` (optional).
+    n_voxels : size of the suggestion (>= 1). tail_frames : frames of the curve's tail (>= 1).
+
+    Returns (Z, Y, X) bool with ``n_voxels`` voxels (fewer if the cluster is smaller).
+
+    Raises GeometryError on a mask shape mismatch; NeuroContrastError when the search region is empty or
+    no voxel passes the tests (no venous bolus found: draw the VOF by hand), NaN in the data, bad sizes.
+    """
+    from scipy import ndimage
+
+    data = _check_series(delta_r2star, "delta_r2star")
+    tr_s = check_tr(tr_s)
+    if int(n_voxels) < 1 or int(tail_frames) < 1 or int(tail_frames) >= data.shape[0]:
+        raise NeuroContrastError(f"n_voxels must be >= 1 and tail_frames in [1, T), got {n_voxels!r}, {tail_frames!r}")
+    spatial = data.shape[1:]
+    region = spatial_mask(search_mask, spatial)
+    if not region.any():
+        raise NeuroContrastError("the VOF search region is empty")
+    index = np.flatnonzero(region.ravel())
+    curves = data.reshape(data.shape[0], -1)[:, index].astype(np.float64)
+    if not np.all(np.isfinite(curves)):
+        raise NeuroContrastError("delta_r2star contains NaN or infinite values in the VOF search region")
+    smooth = ndimage.uniform_filter1d(curves, 3, axis=0, mode="nearest")   # single-frame spikes do not win
+    peak = smooth.max(axis=0)
+    ttp = np.argmax(smooth, axis=0)
+    auc = _first_pass_area(smooth, ttp, peak, tr_s)
+    tail = curves[-int(tail_frames):].mean(axis=0)
+    rough = np.abs(np.diff(curves, n=2, axis=0)).mean(axis=0) / np.where(peak > 0, peak, 1.0)
+    if arterial_ttp_s is None:
+        ref_frame = int(np.argmax(curves.mean(axis=1)))
+    else:
+        ref_frame = int(round(float(arterial_ttp_s) / tr_s))
+    ok = (peak > 0) & (auc > 0) & (ttp >= ref_frame + 1) & (tail <= 0.35 * peak)
+    if baseline_signal is not None:
+        s0 = np.asarray(baseline_signal, dtype=np.float64)
+        if s0.shape != spatial:
+            raise GeometryError(f"baseline_signal has shape {s0.shape} but the series has {spatial}")
+        s0 = s0.ravel()[index]
+        ok &= s0 >= 0.4 * np.median(s0)
+    cand = np.flatnonzero(ok)
+    if cand.size > 4 * int(n_voxels):                     # the roughest half: noise and flow artefacts
+        cand = cand[rough[cand] <= np.median(rough[cand])]
+    if cand.size == 0:
+        raise NeuroContrastError("no venous curve found for the automatic VOF (late, tall and back to baseline) "
+                                 "in the search region; draw a VOF mask in the superior sagittal sinus")
+    top = cand[np.argsort(-auc[cand])[: 3 * int(n_voxels)]]
+    picked = np.zeros(region.size, bool)
+    picked[index[top]] = True
+    labels, n_lab = ndimage.label(picked.reshape(spatial), np.ones((3, 3, 3), bool))
+    auc_full = np.zeros(region.size)
+    auc_full[index] = auc
+    totals = ndimage.sum(auc_full.reshape(spatial), labels, index=np.arange(1, n_lab + 1))
+    best = int(np.argmax(totals)) + 1
+    members = np.flatnonzero(labels.ravel() == best)
+    keep = members[np.argsort(-auc_full[members])[: int(n_voxels)]]
+    out = np.zeros(region.size, dtype=bool)
+    out[keep] = True
+    log.info("suggest_vof: %d voxels, peak at frame %d (arterial reference frame %d)", keep.size,
+             int(np.median(np.argmax(data.reshape(data.shape[0], -1)[:, keep], axis=0))), ref_frame)
     return out.reshape(spatial)
 
 

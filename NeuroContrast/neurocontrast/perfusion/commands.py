@@ -189,6 +189,9 @@ def cmd_demo(args) -> int:
     print(f"  CBF median ratio to truth   {acc.get('cbf_median_ratio', nan):.3f}")
     print(f"  CBV median ratio to truth   {acc.get('cbv_median_ratio', nan):.3f}")
     print(f"  Tmax mean absolute error    {acc.get('tmax_mae_s', nan):.2f} s")
+    print(f"  Tmax bias in the 2-8 s rim  {acc.get('tmax_bias_rim_s', nan):+.2f} s "
+          f"(MAE {acc.get('tmax_mae_rim_s', nan):.2f} s; true <= 4.5 s read > 6 s: "
+          f"{100 * acc.get('rim_read_gt_6s_fraction', nan):.1f} %)")
     print(f"  Dice of Tmax > 6 s          {acc.get('dice_tmax_gt_6s', nan):.3f} "
           f"({acc.get('hypoperfused_ml', 0):.1f} mL vs true {acc.get('true_hypoperfused_ml', 0):.1f} mL)")
     t = demo.timings

@@ -46,7 +46,10 @@ def phantom_accuracy(result, phantom) -> Dict[str, float]:
 
     Returns ``cbf_median_ratio``, ``cbv_median_ratio`` (median of estimate/truth), ``tmax_mae_s``,
     ``dice_tmax_gt_6s`` (pipeline hypoperfusion mask vs true Tmax > 6 s), ``hypoperfused_ml`` and
-    ``true_hypoperfused_ml``.
+    ``true_hypoperfused_ml``; in the graded rim around the territory (true Tmax 2-8 s,
+    :data:`~neurocontrast.perfusion.phantom.PENUMBRA_GRADE_S`): ``tmax_bias_rim_s`` (mean estimate − truth,
+    s), ``tmax_mae_rim_s`` and ``rim_read_gt_6s_fraction`` (share of rim voxels with true Tmax <= 4.5 s that
+    read > 6 s).
     """
     import numpy as np
 
@@ -67,6 +70,13 @@ def phantom_accuracy(result, phantom) -> Dict[str, float]:
         out["dice_tmax_gt_6s"] = metrics.dice(pred & phantom.brain_mask, ref)
         out["hypoperfused_ml"] = float(pred.sum() * phantom.geometry.voxel_volume_ml)
         out["true_hypoperfused_ml"] = float(ref.sum() * phantom.geometry.voxel_volume_ml)
+        rim = region & (truth["territory"] == 1)
+        if rim.any():
+            err = result.maps["tmax"][rim] - truth["tmax"][rim]
+            out["tmax_bias_rim_s"] = float(np.mean(err))
+            out["tmax_mae_rim_s"] = float(np.mean(np.abs(err)))
+            early = truth["tmax"][rim] <= 4.5
+            out["rim_read_gt_6s_fraction"] = float(np.mean(result.maps["tmax"][rim][early] > 6.0)) if early.any() else 0.0
     return out
 
 

@@ -8,7 +8,9 @@ arterial ΔR2* curves (1/s)::
     CBF  = max_t k(t) · kH/ρ · 100 · 60               [mL/100 g/min]
     CBV  = ∫C_t dt / ∫C_a dt · kH/ρ · 100             [mL/100 g]   (trapezoid over the whole series)
     MTT  = CBV / CBF · 60                             [s]          (central volume theorem)
-    Tmax = argmax_t k(t) · Δt                         [s]          (circulant index i >= T → (i − 2T)·Δt)
+    Tmax = argmax_t k(t) · Δt                         [s]          (circulant index i >= T → (i − 2T)·Δt),
+           located between frames (parabola through the peak) and corrected for the regularisation lag
+           (:func:`~neurocontrast.perfusion.deconvolution.tmax_calibration`)
     TTP  = argmax_t C_t(t) · Δt                       [s from the first frame of the series]
 
 The hematocrit factor corrects for the difference between large-vessel (AIF) and capillary hematocrit:
@@ -21,16 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 from neurocontrast.errors import GeometryError, NeuroContrastError
-from neurocontrast.perfusion.deconvolution import METHODS, deconvolve, residue_delay_s
+from neurocontrast.perfusion.deconvolution import (CSVD_THRESHOLD, METHODS, OSVD_OI, SSVD_THRESHOLD,
+                                                   TMAX_REFERENCE_MTTS_S, deconvolve, lag_corrected_tmax, osvd,
+                                                   residue_delay_s, residue_peak_s, tikhonov_gcv_lambda,
+                                                   tmax_calibration)
 from neurocontrast.perfusion.signal import check_tr, spatial_mask
 from neurocontrast.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
+
+SSVD_OR_CSVD_DEFAULT = {"ssvd": SSVD_THRESHOLD, "csvd": CSVD_THRESHOLD}
 
 MAP_NAMES = ("cbf", "cbv", "mtt", "tmax", "ttp")
 #: Unit of every map the pipeline can produce (networks may add ``tmax_uncertainty``), and of the volumes
@@ -77,7 +84,8 @@ class PerfusionConstants:
 class PerfusionMaps:
     """Perfusion maps, each (Z, Y, X) float32; 0 outside the brain mask.
 
-    cbf mL/100 g/min, cbv mL/100 g, mtt s, tmax s, ttp s (from the series start).
+    cbf mL/100 g/min, cbv mL/100 g, mtt s, tmax s, ttp s (from the series start). ``details``: how they
+    were computed (e.g. the Tikhonov λ chosen by GCV, the Tmax rule), for the report.
     """
 
     cbf: np.ndarray
@@ -85,6 +93,7 @@ class PerfusionMaps:
     mtt: np.ndarray
     tmax: np.ndarray
     ttp: np.ndarray
+    details: Dict[str, object] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> Dict[str, np.ndarray]:
         """``{"cbf": ..., "cbv": ..., "mtt": ..., "tmax": ..., "ttp": ...}``."""
@@ -94,7 +103,7 @@ class PerfusionMaps:
 def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, method: str = "osvd",
                  brain_mask: Optional[np.ndarray] = None, constants: Optional[PerfusionConstants] = None,
                  progress: Optional[ProgressCallback] = None, chunk_size: int = 32768,
-                 **method_params) -> PerfusionMaps:
+                 tmax_correction: bool = True, **method_params) -> PerfusionMaps:
     """CBF, CBV, MTT, Tmax and TTP maps by deconvolution (formulas in the module docstring).
 
     Parameters
@@ -108,12 +117,19 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
     constants : :class:`PerfusionConstants` (defaults 0.45, 0.25, 1.04).
     progress : callback(fraction, message).
     chunk_size : voxels deconvolved per block (bounds the memory to ~ chunk_size·2T·4 bytes per array).
+    tmax_correction : True (default): Tmax is the residue peak located between frames
+        (:func:`~neurocontrast.perfusion.deconvolution.residue_peak_s`) minus the lag that the method's
+        regularisation puts on the peak for this AIF (:func:`~neurocontrast.perfusion.deconvolution.
+        tmax_calibration`; per chosen threshold for oSVD). False: the frame of the maximum × Δt (Wu 2003;
+        one to two frames late, docs/perfusion.md).
     **method_params : passed to :func:`~neurocontrast.perfusion.deconvolution.deconvolve`
         (osvd_oi, osvd_thresholds, ssvd_threshold, csvd_threshold, lambda_).
 
     Returns
     -------
-    :class:`PerfusionMaps`, each (Z, Y, X) float32. MTT is 0 where CBF <= 0.
+    :class:`PerfusionMaps`, each (Z, Y, X) float32. MTT is 0 where CBF <= 0. Its ``details`` hold the
+    Tikhonov λ chosen by generalised cross-validation over all brain voxels (``tikhonov_lambda``) and
+    the Tmax rule (``tmax``).
 
     Raises
     ------
@@ -146,18 +162,64 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
     cbv = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
     ttp = np.zeros(n, np.float32)
+    method = str(method).lower()
+    params = dict(method_params)
+    details: Dict[str, object] = {"tmax": "residue peak, sub-frame, lag-corrected" if tmax_correction
+                                  else "frame of the residue maximum"}
+    if method == "tikhonov":
+        lam = params.get("lambda_")
+        if lam is None or (isinstance(lam, str) and lam.lower() == "gcv"):
+            report(progress, 0.0, "Tikhonov: λ by generalised cross-validation over the brain")
+            tissue_all = flat[:, index].astype(np.float32)
+            if not np.all(np.isfinite(tissue_all)):
+                raise NeuroContrastError("delta_r2star contains NaN or infinite values inside the brain mask")
+            lam = tikhonov_gcv_lambda(tissue_all, aif, tr_s)
+            del tissue_all
+            log.info("Tikhonov λ = %.4g × largest singular value (GCV over %d voxels)", lam, n)
+        params["lambda_"] = float(lam)
+        details["tikhonov_lambda"] = float(lam)
+    tables: Dict[tuple, tuple] = {}
+
+    def _lag_corrected(k: np.ndarray, chosen: Optional[np.ndarray], mtt_est: np.ndarray) -> np.ndarray:
+        peak = residue_peak_s(k, t, tr_s)
+        if method == "osvd":
+            groups = [(("csvd", float(c)), chosen == c) for c in np.unique(chosen)]
+        elif method == "tikhonov":
+            groups = [(("tikhonov", params["lambda_"]), slice(None))]
+        else:
+            cut = params.get(f"{method}_threshold", SSVD_OR_CSVD_DEFAULT[method])
+            groups = [((method, float(cut)), slice(None))]
+        out = np.empty_like(peak)
+        for key, sel in groups:
+            if key not in tables:
+                tables[key] = [tmax_calibration(aif, tr_s, key[0], key[1], mtt_s=m) for m in TMAX_REFERENCE_MTTS_S]
+            out[sel] = lag_corrected_tmax(peak[sel], mtt_est[sel], tables[key])
+        return out
+
     report(progress, 0.0, f"{method} deconvolution of {n} voxels")
     for c0 in range(0, n, chunk_size):
         sl = slice(c0, min(n, c0 + chunk_size))
         tissue = flat[:, index[sl]].astype(np.float32)
         if not np.all(np.isfinite(tissue)):
             raise NeuroContrastError("delta_r2star contains NaN or infinite values inside the brain mask")
-        k = deconvolve(tissue, aif, tr_s, method, **method_params)
+        chosen = None
+        if method == "osvd":
+            k, chosen = osvd(tissue, aif, tr_s, oi=params.get("osvd_oi", OSVD_OI),
+                             thresholds=params.get("osvd_thresholds"), chunk_size=params.get("chunk_size", 2048))
+        else:
+            k = deconvolve(tissue, aif, tr_s, method, **params)
         length = k.shape[0]
         imax = np.argmax(k, axis=0)
-        cbf[sl] = k[imax, np.arange(k.shape[1])] * (scale * 6000.0)
-        tmax[sl] = residue_delay_s(imax, t, length, tr_s)
-        cbv[sl] = np.trapezoid(tissue, dx=tr_s, axis=0) / aif_area * (scale * 100.0)
+        kmax = k[imax, np.arange(k.shape[1])]
+        area = np.trapezoid(tissue, dx=tr_s, axis=0)
+        cbf[sl] = kmax * (scale * 6000.0)
+        cbv[sl] = area / aif_area * (scale * 100.0)
+        if tmax_correction:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mtt_est = area / aif_area / kmax                       # s; non-finite → shortest table
+            tmax[sl] = _lag_corrected(k, chosen, mtt_est)
+        else:
+            tmax[sl] = residue_delay_s(imax, t, length, tr_s)
         ttp[sl] = np.argmax(tissue, axis=0) * tr_s
         report(progress, sl.stop / n, f"{method}: {sl.stop}/{n} voxels")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -169,7 +231,7 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         return vol.reshape(spatial)
 
     return PerfusionMaps(cbf=_to_volume(cbf), cbv=_to_volume(cbv), mtt=_to_volume(mtt),
-                         tmax=_to_volume(tmax), ttp=_to_volume(ttp))
+                         tmax=_to_volume(tmax), ttp=_to_volume(ttp), details=details)
 
 
 def relative_to_reference(values: np.ndarray, reference_mask: np.ndarray) -> np.ndarray:
@@ -189,3 +251,92 @@ def relative_to_reference(values: np.ndarray, reference_mask: np.ndarray) -> np.
     if not (np.isfinite(med) and med > 0):
         raise NeuroContrastError(f"the median of the map in the reference region is {med:g}; it must be > 0")
     return (values / np.float32(med)).astype(np.float32)
+
+
+#: Relative maps written by the pipeline: name → the absolute map normalised.
+RELATIVE_MAPS = {"rcbf": "cbf", "rcbv": "cbv", "rmtt": "mtt"}
+
+
+def contralateral_white_matter(maps: Dict[str, np.ndarray], brain_mask: np.ndarray, geometry, *,
+                               hypoperfused_mask: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None,
+                               baseline_signal: Optional[np.ndarray] = None, depth_mm: float = 10.0, normal_tmax_s: float = 4.0) -> Tuple[np.ndarray, Dict[str, object]]:
+    """Contralateral normal-appearing white matter (NAWM), the usual reference of rCBF/rCBV/rMTT.
+
+    1. side: the hemisphere (patient left/right of the brain's centroid, from the grid's direction cosines,
+       DICOM LPS) holding less of ``hypoperfused_mask``; without hypoperfusion both hemispheres;
+    2. white-matter-like: at least ``depth_mm`` inside the brain's edge (in-plane distance per slice, DSC
+       slices being thick), and in the lower half of those deep voxels by the pre-bolus signal S0
+       (``baseline_signal``: white matter is darker than grey matter on T2*-weighted EPI, and the choice
+       then does not bias the perfusion medians) or, without S0, by CBV (white matter has about half the
+       CBV of grey matter; deep grey nuclei and vessels fall in the upper half);
+    3. normal-appearing: Tmax <= ``normal_tmax_s`` (when a Tmax map is given) and not in ``exclude``
+       (AIF/VOF voxels, a core mask).
+
+    maps : name → (Z, Y, X) float (needs ``cbv``; ``tmax`` optional). brain_mask : (Z, Y, X) bool.
+    geometry : :class:`neurocontrast.io.Geometry`. Returns ``(mask (Z, Y, X) bool, info dict: side,
+    voxels, volume_ml, rule)``. Raises NeuroContrastError when no voxel qualifies (brain too small or
+    thin, everything hypoperfused): give a reference mask instead.
+    """
+    from scipy import ndimage
+
+    brain = np.asarray(brain_mask, dtype=bool)
+    if "cbv" not in maps:
+        raise NeuroContrastError("a CBV map is needed to find normal-appearing white matter")
+    cbv = np.asarray(maps["cbv"], dtype=np.float64)
+    if cbv.shape != brain.shape:
+        raise GeometryError(f"the CBV map has shape {cbv.shape} but the brain mask has shape {brain.shape}")
+    nz, ny, nx = brain.shape
+    kk, jj, ii = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    index_xyz = np.stack([ii.ravel(), jj.ravel(), kk.ravel()]).astype(np.float64)
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
+    lr = (direction @ (index_xyz * np.asarray(geometry.spacing, dtype=np.float64)[:, None]))[0].reshape(brain.shape)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: no reference region")
+    left = lr > lr[brain].mean()                  # LPS: +x is the patient's left
+    side, region = "both", brain.copy()
+    if hypoperfused_mask is not None:
+        hypo = np.asarray(hypoperfused_mask, dtype=bool) & brain
+        n_left, n_right = int((hypo & left).sum()), int((hypo & ~left).sum())
+        if n_left != n_right:
+            side = "right" if n_left > n_right else "left"
+            region = brain & (~left if side == "right" else left)
+    sx, sy = float(geometry.spacing[0]), float(geometry.spacing[1])
+    depth = np.stack([ndimage.distance_transform_edt(b, sampling=(sy, sx)) for b in brain])
+    deep = region & (depth >= depth_mm)
+    if "tmax" in maps:
+        deep &= np.asarray(maps["tmax"]) <= normal_tmax_s
+    if exclude is not None:
+        deep &= ~np.asarray(exclude, dtype=bool)
+    deep &= cbv > 0
+    if not deep.any():
+        raise NeuroContrastError(f"no normal-appearing white matter found ({side} hemisphere, >= {depth_mm:g} mm "
+                                 "deep, normal Tmax): give a reference mask")
+    if baseline_signal is not None:
+        s0 = np.asarray(baseline_signal, dtype=np.float64)
+        if s0.shape != brain.shape:
+            raise GeometryError(f"baseline_signal has shape {s0.shape} but the brain mask has shape {brain.shape}")
+        key, by = s0, "S0"
+    else:
+        key, by = cbv, "CBV"
+    ref = deep & (key <= np.median(key[deep]))
+    info = {"reference": "contralateral normal-appearing white matter (automatic)", "side": side,
+            "voxels": int(ref.sum()), "volume_ml": float(ref.sum() * geometry.voxel_volume_ml),
+            "rule": {"depth_mm": depth_mm, "normal_tmax_s": normal_tmax_s,
+                     "white_matter": f"{by} at most the median of the deep voxels"}}
+    return ref, info
+
+
+def relative_maps(maps: Dict[str, np.ndarray], reference_mask: np.ndarray) -> Tuple[Dict[str, np.ndarray], Dict[str, float]]:
+    """rCBF, rCBV, rMTT: each map divided by its median in the reference region (:func:`relative_to_reference`).
+
+    maps : name → (Z, Y, X) float with cbf, cbv, mtt (those present are used). reference_mask : (Z, Y, X)
+    bool. Returns ``({"rcbf": ..., "rcbv": ..., "rmtt": ...} float32 dimensionless, {"cbf": median in the
+    reference, ...} in the maps' units)``. Raises as :func:`relative_to_reference`.
+    """
+    ref = np.asarray(reference_mask, dtype=bool)
+    out, medians = {}, {}
+    for rel, name in RELATIVE_MAPS.items():
+        if name in maps:
+            out[rel] = relative_to_reference(maps[name], ref)
+            medians[name] = float(np.median(np.asarray(maps[name])[ref]))
+    return out, medians

@@ -103,32 +103,35 @@ class SVDParams:
 class TikhonovParams:
     """Tikhonov regularisation: ``min ||A k − c||² + λ²||k||²`` (filter factors s²/(s²+λ²)).
 
-    lambda_ : λ relative to the largest singular value, > 0; None (default) picks λ per voxel at the
-        L-curve corner (Hansen & O'Leary 1993). Raises NeuroContrastError on λ <= 0 or non-finite.
+    lambda_ : λ relative to the largest singular value, > 0; None (default) picks one λ for the whole
+        series by generalised cross-validation pooled over the brain voxels (Golub, Heath & Wahba 1979;
+        :func:`~neurocontrast.perfusion.deconvolution.tikhonov_gcv_lambda`). Raises NeuroContrastError on
+        λ <= 0 or non-finite.
     """
 
     lambda_: Optional[float] = dataclasses.field(default=None, metadata=_option(
-        "--tikhonov-lambda", "Tikhonov λ relative to the largest singular value (default: L-curve per voxel)",
-        "L"))
+        "--tikhonov-lambda", "Tikhonov λ relative to the largest singular value; unset: one λ for the "
+        "series by generalised cross-validation", "L"))
 
     def __post_init__(self):
         if self.lambda_ is not None:
             if isinstance(self.lambda_, str):
-                if self.lambda_.lower() != "lcurve":
-                    raise NeuroContrastError(f"lambda_ must be a number > 0 or 'lcurve', got {self.lambda_!r}")
+                if self.lambda_.lower() != "gcv":
+                    raise NeuroContrastError(f"lambda_ must be a number > 0 or 'gcv', got {self.lambda_!r}")
                 object.__setattr__(self, "lambda_", None)
                 return
             if not (np.isfinite(self.lambda_) and self.lambda_ > 0):
-                raise NeuroContrastError(f"lambda_ must be > 0 (or None for the L-curve), got {self.lambda_!r}")
+                raise NeuroContrastError(f"lambda_ must be > 0 (or None for GCV), got {self.lambda_!r}")
             object.__setattr__(self, "lambda_", float(self.lambda_))
 
     def deconvolve_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments of :func:`~neurocontrast.perfusion.deconvolution.deconvolve`."""
-        return {"lambda_": "lcurve" if self.lambda_ is None else self.lambda_}
+        return {"lambda_": "gcv" if self.lambda_ is None else self.lambda_}
 
     def as_dict(self) -> Dict[str, Any]:
-        """All fields (for report.json); ``lambda_`` None means the L-curve."""
-        return {"lambda_": self.lambda_, "rule": "lcurve" if self.lambda_ is None else "fixed"}
+        """All fields (for report.json); ``lambda_`` None means generalised cross-validation (the chosen λ
+        is in the report's ``maps_details``)."""
+        return {"lambda_": self.lambda_, "rule": "gcv" if self.lambda_ is None else "fixed"}
 
 
 def _method_names() -> Tuple[str, ...]:
@@ -225,7 +228,7 @@ def add_cli_options(parser: argparse.ArgumentParser, cls) -> None:
         spec = dict(f.metadata["cli"])
         flag = spec.pop("flag")
         default = f.default if f.default is not dataclasses.MISSING else None
-        shown = "L-curve" if default is None else (" ".join(f"{v:g}" for v in default)
+        shown = "GCV" if default is None else (" ".join(f"{v:g}" for v in default)
                                                    if isinstance(default, tuple) else f"{default:g}")
         spec["help"] = f"{spec['help']} (default {shown})"
         parser.add_argument(flag, dest=f"{cls.__name__}.{f.name}", type=float, default=None, **spec)

@@ -22,11 +22,10 @@ eq. 1-8; Østergaard et al. 1996):
 - **Signal** (eq. 1 inverted): ``S = S0 · exp(−TE · ΔR2*)``, with an optional brighter non-steady-state
   first frame, then Rician noise ``|S + n1 + i n2|``, ``n ~ N(0, σ²)``, ``σ = S0_GM / SNR``.
 - **Hypoperfused territory**: one MCA-like wedge in the left hemisphere (LPS +x) with three zones
-  (``truth["territory"]``): 1 oligaemia (delay 2.5 s, CBF ×0.8), 2 penumbra (delay 8.5 s, CBF ×0.45,
-  CBV ×0.9), 3 core (delay 12 s, CBF ×0.25, CBV ×0.6); normal tissue has delays 0.5-1.5 s. Deconvolution
-  Tmax is resolved on the frame grid and comes out about one frame late (measured, docs/perfusion.md), so
-  the oligaemic delay sits 2.3 frames below 6 s and the penumbra 1.7 frames above it: Tmax > 6 s is then
-  a question of noise, not of discretisation.
+  (``truth["territory"]``): 1 a graded rim whose delay rises from 2 s at the wedge's edge to 8 s where it
+  meets zone 2 (CBF ×0.8 → ×0.52), so that true Tmax crosses 4 and 6 s inside the phantom and the Dice of
+  Tmax > 6 s measures timing; 2 penumbra (delay 8.5 s, CBF ×0.45, CBV ×0.9); 3 core (delay 12 s, CBF ×0.25,
+  CBV ×0.6); normal tissue has delays 0.5-1.5 s.
 
 Ground truth: ``truth["tmax"]`` is the time of the maximum of the flow-scaled residue ``F·(h ⊛ R)(t − delay)``
 (= delay without dispersion; delay + β·MTT/(MTT − β)·ln(MTT/β) with it), ``truth["ttp"]`` the time of the
@@ -52,8 +51,12 @@ LABELS = {"background": 0, "scalp": 1, "csf": 2, "grey_matter": 3, "white_matter
 #: Default tissue parameters: CBF mL/100 g/min, CBV mL/100 g, relative S0 (Knutsson et al. 2010 ranges).
 TISSUE = {"grey_matter": (60.0, 4.0, 1.00), "white_matter": (22.0, 2.2, 0.85)}
 
-#: Hypoperfused zones: (delay s, CBF factor, CBV factor) for territory values 1, 2, 3.
-TERRITORY_ZONES = {1: (2.5, 0.8, 1.0), 2: (8.5, 0.45, 0.9), 3: (12.0, 0.25, 0.6)}
+#: Hypoperfused zones: (delay s, CBF factor, CBV factor) for territory values 1, 2, 3. Zone 1 is the graded
+#: rim: its delay rises from ``PENUMBRA_GRADE_S[0]`` at the wedge's edge to ``PENUMBRA_GRADE_S[1]`` where it
+#: meets zone 2, and its CBF factor from 0.8 to 0.8·0.65 (the value given here is the outer edge's).
+TERRITORY_ZONES = {1: (2.0, 0.8, 1.0), 2: (8.5, 0.45, 0.9), 3: (12.0, 0.25, 0.6)}
+#: True Tmax (s) at the outer and inner edge of the graded rim (zone 1) around the territory.
+PENUMBRA_GRADE_S = (2.0, 8.0)
 
 
 @dataclasses.dataclass
@@ -302,13 +305,21 @@ def generate_phantom(shape: Tuple[int, int, int] = (8, 64, 64), n_frames: int = 
         radial = np.sqrt(((xx - 0.05 * ax) / ax) ** 2 + ((yy + 0.05 * ay) / ay) ** 2)
         wedge = brain_mask & (np.abs(ang) <= 42.0) & (radial >= 0.15)
         zone[wedge] = 1
-        zone[wedge & (np.abs(ang) <= 32.0) & (radial >= 0.22)] = 2
+        inner = wedge & (np.abs(ang) <= 32.0) & (radial >= 0.24)
+        zone[inner] = 2
         zone[wedge & (np.abs(ang) <= 16.0) & (radial >= 0.45)] = 3
         for value, (d, fcbf, fcbv) in TERRITORY_ZONES.items():
             sel = zone == value
             delay[sel] = d
             cbf[sel] *= fcbf
             cbv[sel] *= fcbv
+        # graded rim (zone 1): 0 at the wedge's edge → 1 where it meets zone 2, by angle and by radius
+        grade = np.minimum(np.clip((42.0 - np.abs(ang)) / 10.0, 0.0, 1.0),
+                           np.clip((radial - 0.15) / 0.09, 0.0, 1.0))
+        rim = zone == 1
+        lo, hi = PENUMBRA_GRADE_S
+        delay[rim] = lo + (hi - lo) * grade[rim]
+        cbf[rim] *= 1.0 - 0.35 * grade[rim]
     mtt = np.where(cbf > 0, 60.0 * cbv / np.maximum(cbf, 1e-9), 0.0)
     beta = np.where(zone > 0, float(dispersion_s), 0.0)
 

@@ -427,8 +427,11 @@ def tissue_delta_r2star(signal: np.ndarray, te_s: float, baseline, brain_mask: n
 
 
 def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs: _Inputs, curves, baseline,
-                        brain_mask: np.ndarray, progress) -> Dict[str, np.ndarray]:
+                        brain_mask: np.ndarray, progress, details: Optional[Dict[str, Any]] = None
+                        ) -> Dict[str, np.ndarray]:
     """Step 5: the maps of ``entry`` as (Z, Y, X) float32 (0 outside the brain for deconvolution).
+    ``details`` (a dict, optional) receives how the deconvolution computed them (``PerfusionMaps.details``:
+    the Tmax rule, the Tikhonov λ chosen by GCV).
 
     Deconvolution: :func:`tissue_delta_r2star` then ``compute_maps`` with ``options.deconvolve_kwargs()``;
     TTP counted from the first frame of the series. Network: ``entry.load()(dsc, aif_signal, brain_mask,
@@ -451,6 +454,8 @@ def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs
         pm = maps_mod.compute_maps(dr2.reshape(dr2.shape[0], n, 1, 1), curves.aif, inputs.tr_s,
                                    method=entry.target, brain_mask=None, constants=options.constants,
                                    progress=scaled(progress, 0.1, 1.0), **options.deconvolve_kwargs())
+        if details is not None:
+            details.update(pm.details)
         maps = {}
         for name, values in pm.as_dict().items():
             full = np.zeros(shape, np.float32)
@@ -542,7 +547,9 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
                                      baseline=baseline, vof_rescale=options.vof_rescale)
             baseline = curves.baseline
     clock.lap("aif_s")
-    maps = compute_method_maps(entry, options, dsc, inputs, curves, baseline, brain, scaled(progress, 0.08, 0.9))
+    details: Dict[str, Any] = {}
+    maps = compute_method_maps(entry, options, dsc, inputs, curves, baseline, brain, scaled(progress, 0.08, 0.9),
+                               details)
     clock.lap("maps_s")
     report_progress(progress, 0.92, "hypoperfusion")
     hyp, mism = hypoperfusion_and_mismatch(maps, dsc.geometry, brain, inputs.core_mask)
@@ -550,6 +557,7 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
     report_progress(progress, 1.0, "done")
     rep = build_report(dsc, inputs, options, entry, baseline, brain, brain_source, curves, maps, hyp, mism,
                        clock.total())
+    rep["maps_details"] = details
     start, stop = baseline
     return PerfusionResult(maps=maps, geometry=dsc.geometry, brain_mask=brain, aif_mask=aif_mask,
                            vof_mask=inputs.vof_mask, hypoperfusion=hyp,
