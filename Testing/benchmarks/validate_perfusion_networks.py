@@ -14,7 +14,8 @@ Every method runs through the same pipeline call ``run_perfusion(dsc, aif_mask, 
 method=...)`` with the pipeline's defaults (VOF rescaling on where a VOF mask exists; the Tmax net gets no AIF
 or VOF). Times are wall seconds of that call on this machine, under whatever load it has.
 
-Usage: python Testing/benchmarks/validate_perfusion_networks.py [--quick] [--json out.json] [--doc PATH]
+Usage: python Testing/benchmarks/validate_perfusion_networks.py [--quick] [--methods ...] [--json out.json]
+       [--doc PATH]; ``--merge a.json b.json --doc PATH`` writes the report from runs of method groups.
 """
 
 from __future__ import annotations
@@ -215,13 +216,22 @@ def main(argv=None):
                                                 "<!-- tables:begin --> and <!-- tables:end -->")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="JSON files of earlier runs (e.g. one per method group) to merge into one report")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = list(args.methods)
-    t0 = time.perf_counter()
-    rows = phantom_rows(methods, args.quick) + dro_rows(methods, args.quick) + moyamoya_rows(methods)
-    result = {"rows": rows, "methods": methods, "threads": args.threads,
-              "total_seconds": time.perf_counter() - t0}
+    if args.merge:
+        rows = []
+        for path in args.merge:
+            with open(path, encoding="utf-8") as fh:
+                rows += json.load(fh)["rows"]
+        result = {"rows": rows, "methods": methods, "merged": list(args.merge)}
+    else:
+        t0 = time.perf_counter()
+        rows = phantom_rows(methods, args.quick) + dro_rows(methods, args.quick) + moyamoya_rows(methods)
+        result = {"rows": rows, "methods": methods, "threads": args.threads,
+                  "total_seconds": time.perf_counter() - t0}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=1, default=float)
