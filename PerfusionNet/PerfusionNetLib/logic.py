@@ -30,7 +30,7 @@ from PerfusionNetLib.display import apply_map_display, display_range  # noqa: F4
 
 METHOD_LABELS = {"osvd": "oSVD (block-circulant, oscillation index)", "csvd": "cSVD (block-circulant)",
                  "ssvd": "sSVD (standard)", "tikhonov": "Tikhonov", "stnet": "ST-Net (deep)",
-                 "tmaxnet": "AIF-free Tmax network (deep)"}
+                 "stnet-s": "ST-Net-S (deep, fast CPU option)", "tmaxnet": "AIF-free Tmax network (deep)"}
 AIF_MODES = ("mask", "auto")
 MAP_ATTRIBUTE = "NeuroContrast.PerfusionMap"
 #: Names defined once in the core, read from there on first use (the core imports scipy: lazily, after the

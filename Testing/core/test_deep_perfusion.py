@@ -62,7 +62,7 @@ def test_input_errors(phantom):
 def test_shipped_weights_are_registered_and_small():
     from neurocontrast.weights import get_model, verify
 
-    for name, arch in (("stnet", "STNet"), ("tmaxnet", "TmaxNet")):
+    for name, arch in (("stnet", "STNet"), ("stnet-s", "STNetS"), ("tmaxnet", "TmaxNet")):
         info = get_model(name)
         assert info.architecture == arch and verify(info)
         assert info.size_bytes < 8 * 2 ** 20
@@ -75,16 +75,29 @@ def _zones(phantom):
     return brain & (terr == 0), brain & (terr >= 2)
 
 
-def test_stnet_maps_on_a_held_out_phantom(phantom):
+@pytest.mark.parametrize("model", ["stnet", "stnet-s"])
+def test_stnet_maps_on_a_held_out_phantom(phantom, model):
+    """ST-Net and its student on a held-out phantom, with the pipeline's VOF factor: the delayed territory,
+    lower CBF there, and CBV/CBF on the truth's scale in normal tissue (version 1 read ×1.5-1.7; the residual
+    +20-40 % of the under-trained networks is documented in docs/validation-perfusion-networks.md)."""
+    from neurocontrast.perfusion.pipeline import vascular_curves
+
     aif = phantom.signal[:, phantom.aif_mask].mean(axis=1)
-    maps = deep.stnet_maps(phantom.to_dsc(), aif_signal=aif, brain_mask=phantom.brain_mask)
+    factor = vascular_curves(phantom.signal, phantom.tr_s, phantom.te_s, phantom.aif_mask, phantom.vof_mask).factor
+    progress = []
+    maps = deep.stnet_maps(phantom.to_dsc(), aif_signal=aif, brain_mask=phantom.brain_mask, model=model,
+                           aif_scale=factor, progress=lambda f, m: progress.append((f, m)))
     assert set(maps) == {"cbv", "cbf", "tmax", "mtt"}
+    assert progress[-1][0] == 1.0 and any("s left" in m for _, m in progress)
     for v in maps.values():
         assert v.shape == (1, 40, 40) and v.dtype == np.float32 and np.all(np.isfinite(v))
         assert np.all(v[~phantom.brain_mask] == 0)
     normal, severe = _zones(phantom)
     assert np.median(maps["tmax"][0][severe]) > 6.0 > np.median(maps["tmax"][0][normal])
     assert np.median(maps["cbf"][0][normal]) > 1.5 * np.median(maps["cbf"][0][severe])
+    for key in ("cbv", "cbf"):
+        ratio = np.median(maps[key][0][normal] / phantom.truth[key][0][normal])
+        assert 0.75 < ratio < 1.4, (key, ratio)
 
 
 def test_stnet_any_series_length(phantom):

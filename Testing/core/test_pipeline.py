@@ -153,7 +153,7 @@ def test_registry_has_deconvolution_and_network_methods(monkeypatch, small):
 
     calls = {}
 
-    def fake_network(dsc, *, aif_signal, brain_mask, progress):
+    def fake_network(dsc, *, aif_signal, brain_mask, progress, aif_scale=1.0, constants=None):
         calls["aif"] = aif_signal
         return {"cbf": np.full(brain_mask.shape, 50.0, np.float32), "cbv": np.full(brain_mask.shape, 4.0, np.float32),
                 "tmax": np.where(small.truth["territory"] >= 2, 9.0, 1.0).astype(np.float32)}

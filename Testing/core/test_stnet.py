@@ -1,4 +1,4 @@
-"""ST-Net (Cao et al.): architecture as specified, fully convolutional == patch-wise inference."""
+"""ST-Net (Cao et al.): architecture as specified, the CBV skip; ST-Net-S: small, box filters == patch means."""
 
 import numpy as np
 import pytest
@@ -53,35 +53,42 @@ def test_extract_patches_zero_pads_and_centres():
     assert torch.all(p[0, 0, :3] == 0) and torch.all(p[0, 0, :, :3] == 0)
 
 
-def test_fully_convolutional_encoder_equals_patchwise(net):
-    torch.manual_seed(0)
-    sig = torch.randn(50, 11, 9)
+def test_cbv_skip_adds_the_indicator_dilution_cbv(net):
+    """With cbv_skip the CBV output is the network's correction plus Σ_t of the centre curve / target_scale[0]."""
+    torch.manual_seed(1)
+    patches, ref = torch.rand(6, 1, 7, 7, 50), torch.rand(6, 2, 50)
+    plain = STNet(n_frames=50, cbv_skip=False)
+    plain.load_state_dict(net.state_dict())
+    plain.eval()
     with torch.no_grad():
-        fc = net.encode_slice(torch.nn.functional.pad(sig, (3, 3, 3, 3)).permute(1, 2, 0))
-        yy, xx = torch.meshgrid(torch.arange(11), torch.arange(9), indexing="ij")
-        pw = net.encode_patches(extract_patches(sig, torch.stack([yy.ravel(), xx.ravel()], 1)))
-        fc = fc.reshape(-1, 64, 50)
-        # a naive whole-slice convolution is NOT equal (the per-patch zero padding matters) ...
-        x = torch.nn.functional.pad(sig, (3, 3, 3, 3)).permute(1, 2, 0)[None, None]
-        for conv in net.spatial:
-            x = torch.relu(conv(x))
-        naive = x[0].permute(1, 2, 3, 0).reshape(-1, 50, 64).permute(0, 2, 1)
-    scale = pw.abs().max()
-    assert (naive - pw).abs().max() > 1e-2 * scale
-    # ... but the rim-category computation is
-    assert (fc - pw).abs().max() <= 1e-5 * scale
+        with_skip, without = net(patches, ref), plain(patches, ref)
+    skip = patches[:, 0, 3, 3].sum(-1) / net.target_scale[0]
+    assert torch.allclose(with_skip[:, 0] - without[:, 0], skip, atol=1e-5)
+    assert torch.equal(with_skip[:, 1:], without[:, 1:])
 
 
-def test_stnet_predict_fc_equals_patch_maps(net):
+def test_student_is_small_and_its_box_filters_equal_the_patch_means():
+    from neurocontrast.networks.stnet import STNetS
     from neurocontrast.perfusion.deep import stnet_predict
 
-    rng = np.random.default_rng(1)
-    drop = rng.normal(0, 0.2, (50, 2, 9, 8)).astype(np.float32)
+    torch.manual_seed(2)
+    student = STNetS(n_frames=50).eval()
+    teacher = STNet(n_frames=50)
+    n_student = sum(p.numel() for p in student.parameters())
+    assert n_student * 50 < sum(p.numel() for p in teacher.parameters())
+    rng = np.random.default_rng(4)
+    tissue = rng.normal(0, 0.2, (50, 2, 9, 8)).astype(np.float32)
     s0 = rng.uniform(0.5, 1.5, (2, 9, 8)).astype(np.float32)
     aif = np.abs(rng.normal(0, 0.5, 50)).astype(np.float32)
     mask = rng.random((2, 9, 8)) > 0.3
-    a = stnet_predict(net, drop, s0, aif, mask, mode="patch", batch_size=37)
-    b = stnet_predict(net, drop, s0, aif, mask, mode="fc", band_rows=4, batch_size=29)
-    assert np.all(a[~mask] == 0) and np.all(b[~mask] == 0)
-    rel = np.abs(a - b).max() / np.abs(a).max()
-    assert rel <= 1e-4
+    fast = stnet_predict(student, tissue, s0, aif, mask, batch_size=13)  # box filters on the slab
+    assert np.all(fast[~mask] == 0)
+    idx = np.argwhere(mask[1])
+    with torch.no_grad():
+        patches = extract_patches(torch.from_numpy(tissue[:, 1]), torch.from_numpy(idx))
+        ref = torch.stack([torch.from_numpy(aif).expand(len(idx), 50),
+                           torch.from_numpy(s0[1][idx[:, 0], idx[:, 1]])[:, None].expand(len(idx), 50)], 1)
+        slow = student(patches, ref).numpy()  # patch-wise
+    assert np.abs(fast[1][idx[:, 0], idx[:, 1]] - slow).max() <= 1e-4 * np.abs(slow).max()
+    with pytest.raises(ValueError, match="5, 50"):
+        student.forward_features(torch.zeros(3, 4, 50))

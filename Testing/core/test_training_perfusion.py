@@ -140,3 +140,32 @@ def test_user_data_layout(tmp_path):
     assert slices[z].tr_s == pytest.approx(ph.tr_s)
     first = next(src.stream(0))
     assert isinstance(first, datasets.SliceSample)
+
+
+def test_student_recipe_distils_from_a_teacher(tmp_path):
+    """ST-Net-S trains on the truth plus the MAE to a teacher's outputs, and exports as STNetS."""
+    from neurocontrast.networks.stnet import STNet
+    from neurocontrast.training.recipes import export, train_stnet
+
+    teacher = STNet(n_frames=50).eval()
+    model, meta = train_stnet(str(tmp_path / "s"), epochs=1, steps_per_epoch=1, batch_size=32, voxels_per_slice=32,
+                              val_slices=1, slice_size=32, seed=1, student=True, teacher=teacher,
+                              distill_voxels=16, log_fn=lambda m: None)
+    rec = meta["history"][0]["train"]
+    assert rec["distill"] > 0 and np.isfinite(rec["mae"])
+    info = export(model, meta, str(tmp_path / "models"), "st_s", "synthetic")
+    assert info.architecture == "STNetS" and info.model_card.endswith("docs/models/stnet-s.md")
+
+
+def test_varied_slices_span_the_real_acquisitions():
+    """random_slice(varied=True): TR 1-2.5 s, 40-80 frames, baseline 5-20 frames (bolus arrival / TR)."""
+    rng = np.random.default_rng(5)
+    trs, frames = [], []
+    for _ in range(12):
+        s = datasets.random_slice(rng, (24, 24), varied=True)
+        trs.append(s.tr_s)
+        frames.append(s.signal.shape[0])
+        assert np.all(np.isfinite(s.signal)) and s.truth["tmax"].max() > 0
+    lo, hi = datasets.VARIED["n_frames"]
+    assert min(frames) >= lo and max(frames) <= hi and max(frames) - min(frames) >= 10
+    assert 1.0 <= min(trs) and max(trs) <= 2.5 and max(trs) - min(trs) > 0.5

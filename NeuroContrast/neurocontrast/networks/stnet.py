@@ -20,13 +20,17 @@ inputs); :mod:`neurocontrast.perfusion.deep` resamples the time axis of every se
 ``n_frames`` before inference, and the outputs are expressed in units of the *resampled* frame interval
 (see :data:`OUTPUTS`), so they are converted back to seconds with that interval.
 
-Fully convolutional inference (:meth:`STNet.encode_slice`): the spatial encoder collapses a 7×7 patch to one
-voxel, so it can be run once on a whole slice instead of once per patch. Because the first convolution pads
-*each patch* with zeros, a plain convolution of the whole slice would differ on the patch rim; the exact
-equivalent tracks the 3×3 "rim categories" (top/bottom × left/right/none) of every intermediate position:
-rim-category maps are the plain convolution plus corrections on the taps that reach the patch rim. The
-result equals patch-wise inference to float32 rounding (tested) at about half the spatial-encoder cost and
-without materialising the patches.
+Calibrated inputs and the CBV skip: the tissue channel carries the voxel's contrast concentration in
+CBV units per frame (``100·kH/ρ · TE·ΔR2*_t(t) / Σ TE·ΔR2*_a``, see :func:`neurocontrast.perfusion.deep.stnet_inputs`),
+so that the indicator-dilution CBV of the centre voxel is simply the sum of its curve (Cao et al. eq. 4). With
+``cbv_skip`` the network adds that sum to its CBV output and learns only the correction (noise, recirculation,
+truncation); the AIF channel is the AIF's shape (unit sum × n_frames/10), so the AIF's amplitude, after the
+same VOF rescaling as the classic pipeline, enters only through the tissue normalisation.
+
+No fully convolutional path: the spatial encoder is ~40 % of the multiply-accumulates of one voxel (4.6 M of
+11.6 M at T = 50; the temporal network and head are the rest), so computing it once per slice could save at
+most ~1.25× and the 9 rim-category maps it needs to equal patch-wise inference cost more memory traffic than
+they save (measured 0.6× of patch-wise). Inference is patch-wise; :class:`STNetS` is the fast option.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ from torch.nn import functional as F
 OUTPUTS = ("cbv", "cbf", "tmax")
 
 PATCH = 7
-_RIM_CATS = [(sy, sx) for sy in (-1, 0, 1) for sx in (-1, 0, 1)]
 
 
 class STNet(nn.Module):
@@ -54,17 +57,20 @@ class STNet(nn.Module):
     n_frames : T, the (resampled) number of frames the head is built for (paper: 50).
     dropout : dropout rate of the head (paper: 0.5).
     target_scale : divisors of the three outputs (see :data:`OUTPUTS`); stored so that
-        :meth:`to_physical` can undo them.
+        :func:`neurocontrast.perfusion.deep.stnet_to_physical` can undo them.
+    cbv_skip : add the indicator-dilution CBV of the centre voxel (the sum of its calibrated curve, divided by
+        ``target_scale[0]``) to the CBV output, so the network learns a correction to the physics estimate.
 
     Input of :meth:`forward`: ``patches`` (B, 1, 7, 7, T) float32, ``reference`` (B, 2, T) float32
     (channel 0 the AIF signal curve, channel 1 the voxel's baseline S0 repeated). Output (B, 3) float32.
     """
 
     def __init__(self, n_frames: int = 50, dropout: float = 0.5,
-                 target_scale: Tuple[float, float, float] = (4.0, 1.5, 4.0)):
+                 target_scale: Tuple[float, float, float] = (4.0, 1.5, 4.0), cbv_skip: bool = True):
         super().__init__()
         self.n_frames = int(n_frames)
         self.target_scale = tuple(float(s) for s in target_scale)
+        self.cbv_skip = bool(cbv_skip)
         self.spatial = nn.ModuleList([
             nn.Conv3d(1, 8, (3, 3, 1), padding=(1, 1, 0)),
             nn.Conv3d(8, 16, (3, 3, 1)),
@@ -84,7 +90,8 @@ class STNet(nn.Module):
     # ---------------------------------------------------------------------------------------------
     def config(self) -> Dict[str, object]:
         """Constructor keyword arguments (for the model registry)."""
-        return {"n_frames": self.n_frames, "dropout": float(self.dropout.p), "target_scale": list(self.target_scale)}
+        return {"n_frames": self.n_frames, "dropout": float(self.dropout.p), "target_scale": list(self.target_scale),
+                "cbv_skip": self.cbv_skip}
 
     def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Spatial encoder, patch-wise: (B, 1, 7, 7, T) → (B, 64, T)."""
@@ -117,87 +124,70 @@ class STNet(nn.Module):
 
     def forward(self, patches: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Patch-wise forward pass: (B, 1, 7, 7, T), (B, 2, T) → (B, 3) (scaled outputs, see :data:`OUTPUTS`)."""
-        return self.temporal(self.encode_patches(patches), reference)
+        out = self.temporal(self.encode_patches(patches), reference)
+        return _add_cbv_skip(out, patches[:, 0, PATCH // 2, PATCH // 2], self.target_scale) if self.cbv_skip else out
 
-    # ---------------------------------------------------------------------------------------------
-    def encode_slice(self, image: torch.Tensor) -> torch.Tensor:
-        """Spatial encoder on a whole slice, equal to :meth:`encode_patches` of every 7×7 patch.
 
-        ``image`` (Y, X, T) float32, the slice already zero-padded by 3 voxels on each side (the patch
-        extraction's padding), so Y = H + 6, X = W + 6. Returns (H, W, 64, T): the encoder output of the patch
-        centred on each original voxel. Every
-        rim correction is a convolution restricted to the taps that need it, so the cost is about twice a
-        plain convolution of the slice. Layout (1, C, Y, X, T) with the network's own (3,3,1) kernels. Memory ~ 9 × 32 × (H+2)(W+2)·T floats: process large slices in row
-        bands (see :func:`neurocontrast.perfusion.deep.stnet_predict`).
-        """
-        if image.dim() != 3 or image.shape[0] < PATCH or image.shape[1] < PATCH:
-            raise ValueError(f"encode_slice needs a padded (Y, X, T) slice with Y, X >= 7, got {tuple(image.shape)}")
-        conv1 = self.spatial[0]
-        x = image[None, None]  # (1, 1, Y, X, T)
-        w1 = conv1.weight  # (8, 1, 3, 3, 1)
-        # layer 1: one map per rim category; the taps that leave the patch on the rim side are zeroed
-        maps = {}
-        for sy, sx in _RIM_CATS:
-            w = w1.clone()
-            if sy:
-                w[:, :, 1 + sy] = 0.0
-            if sx:
-                w[:, :, :, 1 + sx] = 0.0
-            maps[(sy, sx)] = F.relu(F.conv3d(x, w, conv1.bias, padding=(1, 1, 0)))  # (1, 8, Y, X, T)
-        for conv in self.spatial[1:3]:
-            maps = self._rim_layer(maps, conv)
-        # layer 4: the output is the patch centre; tap (ky, kx) reads rim category (ky, kx)
-        conv = self.spatial[3]
-        w = conv.weight
-        ref = maps[(0, 0)]
-        h, wd = ref.shape[2] - 2, ref.shape[3] - 2
-        out = None
-        for ky in (-1, 0, 1):
-            for kx in (-1, 0, 1):
-                part = _tap_conv(maps[(ky, kx)], w, (ky, ky), (kx, kx), h, wd)
-                out = part if out is None else out + part
-        out = F.relu(out + conv.bias.view(1, -1, 1, 1, 1))  # (1, 64, H, W, T)
-        return out[0].permute(1, 2, 0, 3)
+def _add_cbv_skip(out: torch.Tensor, centre: torch.Tensor, target_scale) -> torch.Tensor:
+    """out (B, 3) + [Σ_t centre(t) / target_scale[0], 0, 0]: the indicator-dilution CBV (Cao et al. eq. 4)."""
+    skip = centre.sum(dim=-1, keepdim=True) / float(target_scale[0])
+    return torch.cat([out[:, :1] + skip, out[:, 1:]], dim=1)
+
+
+class STNetS(nn.Module):
+    """ST-Net-S: a small student of ST-Net with the same inputs and outputs, for fast CPU inference.
+
+    The 7×7×T patch is summarised by three curves: the centre voxel, the 3×3 mean and the 7×7 mean (zero
+    padding outside the slice, as the patches); with the two reference channels (AIF shape, S0) they form 5
+    channels of length T = ``n_frames``. Temporal network: Conv1d 5→``width`` (k 4, stride 2) ReLU, Conv1d
+    ``width``→2·``width`` (k 3, stride 2, padding 1) ReLU, Linear → ``hidden``, ReLU, Linear → 3; CBV skip as
+    :class:`STNet`. About 25 k multiply-accumulates per voxel at the defaults (ST-Net: 11.6 M).
+
+    Input of :meth:`forward`: as :class:`STNet`. :meth:`forward_features` takes the (B, 5, T) channels directly
+    (whole-volume inference computes the means with a box filter instead of extracting patches).
+    """
+
+    def __init__(self, n_frames: int = 50, width: int = 12, hidden: int = 32,
+                 target_scale: Tuple[float, float, float] = (4.0, 1.5, 4.0), cbv_skip: bool = True):
+        super().__init__()
+        self.n_frames, self.width, self.hidden = int(n_frames), int(width), int(hidden)
+        self.target_scale = tuple(float(s) for s in target_scale)
+        self.cbv_skip = bool(cbv_skip)
+        self.conv1 = nn.Conv1d(5, self.width, 4, stride=2)
+        self.conv2 = nn.Conv1d(self.width, 2 * self.width, 3, stride=2, padding=1)
+        n1 = (self.n_frames - 4) // 2 + 1
+        self.n2 = (n1 - 1) // 2 + 1
+        self.fc1 = nn.Linear(2 * self.width * self.n2, self.hidden)
+        self.fc2 = nn.Linear(self.hidden, 3)
+
+    def config(self) -> Dict[str, object]:
+        """Constructor keyword arguments (for the model registry)."""
+        return {"n_frames": self.n_frames, "width": self.width, "hidden": self.hidden,
+                "target_scale": list(self.target_scale), "cbv_skip": self.cbv_skip}
 
     @staticmethod
-    def _rim_layer(maps: Dict[Tuple[int, int], torch.Tensor], conv: nn.Conv3d) -> Dict[Tuple[int, int], torch.Tensor]:
-        """One unpadded (3,3,1) layer on rim-category maps (1, Cin, Y, X, T) → maps (1, Cout, Y−2, X−2, T).
+    def patch_channels(patches: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 7, 7, T) patches → (B, 3, T): centre, 3×3 mean, 7×7 mean."""
+        if patches.dim() != 5 or patches.shape[1:4] != (1, PATCH, PATCH):
+            raise ValueError(f"ST-Net-S patches must be (B, 1, 7, 7, T), got {tuple(patches.shape)}")
+        p = patches[:, 0]
+        c = PATCH // 2
+        return torch.stack([p[:, c, c], p[:, c - 1:c + 2, c - 1:c + 2].mean(dim=(1, 2)), p.mean(dim=(1, 2))], dim=1)
 
-        Output category (sy, sx): tap (ky, kx) reads source category (sy if ky == sy ≠ 0 else 0,
-        sx if kx == sx ≠ 0 else 0). Computed as the plain convolution of the (0, 0) map plus, for the taps
-        that read another category, those taps applied to the difference map (category − (0, 0)).
-        """
-        w = conv.weight  # (Cout, Cin, 3, 3, 1)
-        base_in = maps[(0, 0)]
-        h, wd = base_in.shape[2] - 2, base_in.shape[3] - 2
-        base = F.conv3d(base_in, w, conv.bias)
-        diffs = {cat: maps[cat] - base_in for cat in _RIM_CATS if cat != (0, 0)}
-        out = {(0, 0): F.relu(base)}
-        for sy, sx in _RIM_CATS:
-            if (sy, sx) == (0, 0):
-                continue
-            pre = base
-            if sy and sx:  # corner: the corner tap, the rest of the rim row, the rest of the rim column
-                pre = pre + _tap_conv(diffs[(sy, sx)], w, (sy, sy), (sx, sx), h, wd)
-                rest_x = (-1, 0) if sx == 1 else (0, 1)
-                rest_y = (-1, 0) if sy == 1 else (0, 1)
-                pre = pre + _tap_conv(diffs[(sy, 0)], w, (sy, sy), rest_x, h, wd)
-                pre = pre + _tap_conv(diffs[(0, sx)], w, rest_y, (sx, sx), h, wd)
-            elif sy:  # top/bottom edge: the whole rim row
-                pre = pre + _tap_conv(diffs[(sy, 0)], w, (sy, sy), (-1, 1), h, wd)
-            else:  # left/right edge: the whole rim column
-                pre = pre + _tap_conv(diffs[(0, sx)], w, (-1, 1), (sx, sx), h, wd)
-            out[(sy, sx)] = F.relu(pre)
-        return out
+    def forward_features(self, channels: torch.Tensor) -> torch.Tensor:
+        """(B, 5, T) channels (centre, 3×3 mean, 7×7 mean, AIF, S0) → (B, 3) scaled outputs."""
+        if channels.dim() != 3 or channels.shape[1] != 5 or channels.shape[2] != self.n_frames:
+            raise ValueError(f"ST-Net-S expects (B, 5, {self.n_frames}) channels, got {tuple(channels.shape)}")
+        x = F.relu(self.conv1(channels))
+        x = F.relu(self.conv2(x))
+        out = self.fc2(F.relu(self.fc1(x.flatten(1))))
+        return _add_cbv_skip(out, channels[:, 0], self.target_scale) if self.cbv_skip else out
 
-
-def _tap_conv(src: torch.Tensor, w: torch.Tensor, ky: Tuple[int, int], kx: Tuple[int, int], h: int,
-              wd: int) -> torch.Tensor:
-    """The taps ky[0]..ky[1] × kx[0]..kx[1] of an unpadded (3,3,1) convolution (weight (Cout, Cin, 3, 3, 1)):
-    src (1, Cin, h+2, wd+2, T) → (1, Cout, h, wd, T)."""
-    a, b = ky
-    c, d = kx
-    return F.conv3d(src[:, :, 1 + a:1 + b + h, 1 + c:1 + d + wd], w[:, :, 1 + a:2 + b, 1 + c:2 + d])
+    def forward(self, patches: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 7, 7, T), (B, 2, T) → (B, 3), as :meth:`STNet.forward`."""
+        if reference.shape[-1] != self.n_frames or patches.shape[-1] != self.n_frames:
+            raise ValueError(f"ST-Net-S expects T = {self.n_frames} frames (resample first)")
+        return self.forward_features(torch.cat([self.patch_channels(patches), reference], dim=1))
 
 
 def extract_patches(signal: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

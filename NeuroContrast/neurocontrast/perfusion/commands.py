@@ -20,9 +20,10 @@ from neurocontrast.perfusion.parameters import (PerfusionOptions, SVDParams, Tik
                                                 from_cli)
 from neurocontrast.perfusion.pipeline import HYPOPERFUSION_THRESHOLD_S, deconvolution_methods, network_methods
 
-PERFUSION_USAGE = ("neurocontrast perfusion DSC (--aif-mask M | --aif auto) (--vof-mask M | --vof auto) [--brain-mask M] "
-                   "[--method osvd|csvd|ssvd|tikhonov|stnet|tmaxnet] [--te S] [--tr S] "
-                   "[--core-mask M | --adc ADC [--dwi DWI]] [--reference-mask M] --out DIR")
+PERFUSION_USAGE = ("neurocontrast perfusion DSC [--aif-mask M | --aif auto] [--vof-mask M | --vof auto] "
+                   "[--brain-mask M] [--method METHOD] [--te S] [--tr S] [--core-mask M | --adc ADC [--dwi DWI]] "
+                   "[--reference-mask M] --out DIR   (the AIF and VOF are required except for --method tmaxnet, "
+                   "which needs neither)")
 
 
 def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
@@ -39,13 +40,13 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
                     "hypoperfusion .nii.gz, report.json and overview.png into --out, which then holds exactly "
                     "this run's outputs.")
     p.add_argument("dsc", metavar="DSC", help="4D DSC series: NIfTI, NRRD (.seq.nrrd) or a DICOM folder")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group(required=False)
     src.add_argument("--aif-mask", metavar="M", help="AIF mask (non-zero voxels) on the DSC grid")
     src.add_argument("--aif", choices=["auto"], help="'auto': automatic AIF (Mouridsen 2006 clustering)")
     vof = p.add_mutually_exclusive_group()
     vof.add_argument("--vof-mask", metavar="M",
                      help="VOF mask (superior sagittal sinus); the AIF is rescaled to its area (Cao eq. 8). "
-                          "Required for deconvolution methods (or --vof auto)")
+                          "Required for deconvolution methods and ST-Net/ST-Net-S (or --vof auto)")
     vof.add_argument("--vof", choices=["auto"],
                      help="'auto': automatic VOF in the superior sagittal sinus (late, tall, broad curve "
                           "near the posterior midline)")
@@ -150,7 +151,13 @@ def cmd_perfusion(args) -> int:
     from neurocontrast.errors import NeuroContrastError
     from neurocontrast.perfusion.pipeline import perfusion_from_files
 
-    if args.method in deconvolution_methods() and not (args.vof_mask or args.vof == "auto"):
+    from neurocontrast.perfusion.pipeline import MAP_METHODS
+
+    needs_aif = MAP_METHODS[args.method].needs_aif
+    if needs_aif and not (args.aif_mask or args.aif == "auto"):
+        raise NeuroContrastError(f"method {args.method} needs an AIF: give --aif-mask M or --aif auto "
+                                 "(--method tmaxnet needs neither AIF nor VOF)")
+    if needs_aif and not (args.vof_mask or args.vof == "auto"):
         raise NeuroContrastError(f"--vof-mask (or --vof auto) is required for method {args.method} (the AIF is "
                                  "rescaled to the VOF for partial volume, Cao eq. 8; --no-vof-rescale turns the "
                                  "rescaling off)")

@@ -1,9 +1,11 @@
 """Deep-learning perfusion maps: ST-Net (Cao et al.) and the AIF-free Tmax network (Hess et al.).
 
-The two map methods plug into :data:`neurocontrast.perfusion.pipeline.MAP_METHODS`:
+The map methods plug into :data:`neurocontrast.perfusion.pipeline.MAP_METHODS`:
 
-- :func:`stnet_maps` (``--method stnet``): CBV, CBF, Tmax (and MTT = 60·CBV/CBF, eq. 6) from the DSC
-  signal and the AIF signal curve;
+- :func:`stnet_maps` (``--method stnet``, the paper's network, the reference): CBV, CBF, Tmax (and
+  MTT = 60·CBV/CBF, eq. 6) from the DSC signal and the AIF signal curve, calibrated with the classic pipeline's
+  kH/ρ and VOF rescaling (:func:`stnet_inputs`);
+- :func:`stnet_s_maps` (``--method stnet-s``): ST-Net-S, its distilled student, the fast option on a CPU;
 - :func:`tmaxnet_maps` (``--method tmaxnet``): Tmax and its Laplace uncertainty from the DSC signal only.
 
 The preprocessing here is shared with training (:mod:`neurocontrast.training.datasets`) so that a network sees
@@ -14,7 +16,8 @@ the same numbers at inference as in training:
 2. the *relative signal drop* ``d(t) = 1 − S(t)/S0`` per voxel (0 at baseline, > 0 during the bolus; a
    per-voxel normalisation of the raw signal that makes the input independent of the scanner's intensity
    scale; voxels with S0 below 5 % of the brain's median S0, i.e. background, get d = 0);
-3. the time axis resampled linearly to the network's ``n_frames`` over the acquisition window, so the
+3. (ST-Net) the concentration ``−ln(S/S0)`` normalised by the AIF's integral (:func:`stnet_inputs`);
+4. the time axis resampled linearly to the network's ``n_frames`` over the acquisition window, so the
    resampled frame interval is ``Δt = (T − 1)·TR/(n_frames − 1)``; the networks' time outputs are in these
    frames and are multiplied by Δt (CBF by 60/Δt) to give seconds (mL/100 g/min).
 """
@@ -27,7 +30,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.progress import ProgressCallback, report
+from neurocontrast.progress import ProgressCallback, report, scaled
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +150,10 @@ def _check_dsc(dsc, brain_mask) -> Tuple[np.ndarray, float, np.ndarray]:
 # model loading
 # ----------------------------------------------------------------------------------------------------
 def load_network(name: str = "stnet", models_dir=None):
-    """Load a registered ST-Net or Tmax net (safetensors, sha256-checked) in eval mode.
+    """Load a registered ST-Net, ST-Net-S or Tmax net (safetensors, sha256-checked) in eval mode.
 
     Returns ``(model, info)``. Raises NeuroContrastError if the model is missing or corrupt or its
-    architecture is not ``"STNet"``/``"TmaxNet"``.
+    architecture is not ``"STNet"``/``"STNetS"``/``"TmaxNet"``.
     """
     from neurocontrast.weights import load_state_dict
 
@@ -158,42 +161,84 @@ def load_network(name: str = "stnet", models_dir=None):
     if info.architecture == "STNet":
         from neurocontrast.networks.stnet import STNet
         model = STNet(**info.config)
+    elif info.architecture == "STNetS":
+        from neurocontrast.networks.stnet import STNetS
+        model = STNetS(**info.config)
     elif info.architecture == "TmaxNet":
         from neurocontrast.networks.tmaxnet import TmaxNet
         model = TmaxNet(**info.config)
     else:
-        raise NeuroContrastError(f"model '{name}' has architecture {info.architecture!r}, expected STNet or TmaxNet")
+        raise NeuroContrastError(f"model '{name}' has architecture {info.architecture!r}, expected STNet, STNetS "
+                                 "or TmaxNet")
     model.load_state_dict(state)
     model.eval()
     return model, info
 
 
 # ----------------------------------------------------------------------------------------------------
-# ST-Net
+# ST-Net and ST-Net-S
 # ----------------------------------------------------------------------------------------------------
-def stnet_inputs(signal: np.ndarray, tr_s: float, aif_signal: np.ndarray, n_frames: int,
-                 brain_mask: Optional[np.ndarray] = None, baseline=None):
-    """ST-Net inputs from a raw series.
+#: Scale of the AIF-shape channel: the AIF curve divided by its sum, times n_frames / AIF_SHAPE_DIVISOR.
+AIF_SHAPE_DIVISOR = 10.0
 
-    signal : (T, Z, Y, X) (or (T, Y, X) for one slice) raw signal. aif_signal : (T,) raw AIF signal curve.
-    Returns dict: ``drop`` (n_frames, ...) resampled relative drop, ``s0_rel`` (...) S0 / median brain S0,
-    ``aif`` (n_frames,) resampled AIF relative drop, ``dt`` resampled interval s, ``baseline``.
+
+def concentration(ratio: np.ndarray) -> np.ndarray:
+    """TE·ΔR2* = −ln(S/S0) (dimensionless; eq. 1 of Cao et al. times TE), with S/S0 floored at 1e-3."""
+    return (-np.log(np.clip(np.asarray(ratio, np.float32), 1e-3, None))).astype(np.float32)
+
+
+def stnet_inputs(signal: np.ndarray, tr_s: float, aif_signal: np.ndarray, n_frames: int,
+                 brain_mask: Optional[np.ndarray] = None, baseline=None, aif_scale: float = 1.0,
+                 kh_over_rho: Optional[float] = None):
+    """Calibrated ST-Net inputs from a raw series (same units and constants as the classic pipeline).
+
+    signal : (T, Z, Y, X) (or (T, Y, X) for one slice) raw signal. aif_signal : (T,) raw AIF signal curve
+    (mean signal of the AIF voxels). aif_scale : factor on the AIF concentration, the pipeline's VOF rescaling
+    factor (1 without a VOF). kh_over_rho : (1 − H_large)/(1 − H_small)/ρ, default
+    :class:`~neurocontrast.perfusion.maps.PerfusionConstants` ()'s 0.705.
+
+    With c = TE·ΔR2* = −ln(S/S0) per voxel and c_a the AIF's (× aif_scale), both 0 before the baseline's first
+    frame (non-steady-state frames) and resampled to ``n_frames``:
+
+    - ``tissue`` (n_frames, ...) = 100·kH/ρ · c(t) / Σ_t c_a(t): mL/100 g per frame, so that Σ_t tissue is the
+      indicator-dilution CBV (Cao et al. eq. 4; TE cancels);
+    - ``aif`` (n_frames,) = c_a / Σ c_a × n_frames / :data:`AIF_SHAPE_DIVISOR` (the AIF's shape, peak ~1);
+    - ``s0_rel`` (...) = S0 / median brain S0; ``dt`` the resampled interval, s; ``baseline`` frames;
+      ``cbv_physics`` (...) = Σ_t tissue; ``aif_integral`` Σ_t c_a.
+
+    Raises NeuroContrastError: AIF length or values invalid, AIF without a bolus (Σ c_a ≤ 0), no baseline.
     """
+    from neurocontrast.perfusion.maps import PerfusionConstants
+
+    kh = float(kh_over_rho) if kh_over_rho is not None else PerfusionConstants().kh_over_rho
     aif = np.asarray(aif_signal, dtype=np.float32).ravel()
     if aif.shape[0] != signal.shape[0]:
         raise NeuroContrastError(f"aif_signal has {aif.shape[0]} frames, the DSC series {signal.shape[0]}")
     if not np.all(np.isfinite(aif)):
         raise NeuroContrastError("aif_signal contains NaN or infinite values")
+    if not (np.isfinite(aif_scale) and aif_scale > 0):
+        raise NeuroContrastError(f"aif_scale must be a positive factor, got {aif_scale!r}")
     drop, s0, baseline = relative_drop(signal, tr_s, baseline, brain_mask)
     a0 = float(aif[baseline[0]:baseline[1]].mean())
     if not a0 > 0:
         raise NeuroContrastError(f"aif_signal must be a positive raw signal curve (baseline mean {a0:.3g})")
-    aif_drop = 1.0 - aif / a0
+    c_a = concentration(aif / a0) * float(aif_scale)
+    c_a[:baseline[0]] = 0.0  # frames before the baseline (non-steady state) carry no contrast
+    c_a = resample_time(c_a, n_frames)
+    total = float(c_a.sum())
+    if not total > 0:
+        raise NeuroContrastError("the AIF shows no bolus (its concentration integral is not positive)")
+    conc = concentration(1.0 - drop)
+    conc[:baseline[0]] = 0.0
+    tissue = resample_time(conc, n_frames)
+    del conc
+    tissue *= np.float32(100.0 * kh / total)
     mask = brain_mask if brain_mask is not None and np.any(brain_mask) else s0 > 0
     ref = float(np.median(s0[np.asarray(mask, bool)])) or 1.0
-    return {"drop": resample_time(drop, n_frames), "s0_rel": (s0 / ref).astype(np.float32),
-            "aif": resample_time(aif_drop, n_frames), "dt": resampled_interval(signal.shape[0], tr_s, n_frames),
-            "baseline": baseline}
+    return {"tissue": tissue, "s0_rel": (s0 / ref).astype(np.float32),
+            "aif": (c_a / total * n_frames / AIF_SHAPE_DIVISOR).astype(np.float32),
+            "dt": resampled_interval(signal.shape[0], tr_s, n_frames), "baseline": baseline,
+            "cbv_physics": tissue.sum(axis=0), "aif_integral": total}
 
 
 def stnet_to_physical(outputs: np.ndarray, target_scale, dt: float) -> Dict[str, np.ndarray]:
@@ -205,60 +250,77 @@ def stnet_to_physical(outputs: np.ndarray, target_scale, dt: float) -> Dict[str,
             "tmax": (outputs[..., 2] * s[2] * dt).astype(np.float32)}
 
 
-def stnet_predict(model, drop: np.ndarray, s0_rel: np.ndarray, aif: np.ndarray, mask: np.ndarray,
-                  mode: str = "fc", batch_size: int = 4096, band_rows: int = 16,
-                  progress: Optional[ProgressCallback] = None) -> np.ndarray:
-    """Run ST-Net on every voxel of ``mask``; returns scaled outputs (Z, Y, X, 3) float32 (0 outside).
+class _Eta:
+    """Progress with a time estimate: fraction done → "…, ~N s left" from the elapsed time."""
 
-    drop : (T, Z, Y, X) resampled relative drop (T = model.n_frames). s0_rel : (Z, Y, X). aif : (T,).
-    mode : ``"fc"`` computes the spatial encoder once per slice (row bands of ``band_rows`` rows) with
-    :meth:`STNet.encode_slice`; ``"patch"`` extracts a 7×7×T patch per voxel (the paper's way). Both give
-    the same numbers (float32 rounding). Uses torch.no_grad; the model must be in eval mode.
+    def __init__(self, progress: Optional[ProgressCallback], label: str):
+        import time
+
+        self.progress, self.label, self.t0, self._time = progress, label, time.perf_counter(), time.perf_counter
+
+    def __call__(self, fraction: float, what: str) -> None:
+        if self.progress is None:
+            return
+        elapsed = self._time() - self.t0
+        left = elapsed * (1.0 - fraction) / fraction if fraction > 0 else float("nan")
+        eta = f", ~{left:.0f} s left" if np.isfinite(left) else ""
+        report(self.progress, fraction, f"{self.label} {what}{eta}")
+
+
+def stnet_predict(model, tissue: np.ndarray, s0_rel: np.ndarray, aif: np.ndarray, mask: np.ndarray,
+                  batch_size: int = 2048, progress: Optional[ProgressCallback] = None) -> np.ndarray:
+    """Run ST-Net or ST-Net-S on every voxel of ``mask``, slab by slab; returns scaled outputs (Z, Y, X, 3).
+
+    tissue : (T, Z, Y, X) calibrated curves (:func:`stnet_inputs`, T = model.n_frames). s0_rel : (Z, Y, X).
+    aif : (T,). mask : (Z, Y, X) bool. ST-Net sees a 7×7×T patch per voxel (Cao et al.); for ST-Net-S the
+    patch summaries (centre, 3×3 and 7×7 means, zero outside the slice) are box filters of the whole slab,
+    equal to those of the patches. Progress reports the fraction of voxels done and a time estimate.
+    Uses torch.no_grad; the model is put in eval mode. 0 outside the mask.
     """
     import torch
-    from neurocontrast.networks.stnet import extract_patches
+    from neurocontrast.networks.stnet import STNetS, extract_patches
 
-    if mode not in ("fc", "patch"):
-        raise NeuroContrastError(f"ST-Net mode must be 'fc' or 'patch', got {mode!r}")
-    t, nz, ny, nx = drop.shape
+    t, nz, ny, nx = tissue.shape
+    if t != model.n_frames:
+        raise NeuroContrastError(f"tissue curves have {t} frames, the network expects {model.n_frames}")
+    model.eval()
+    student = isinstance(model, STNetS)
     out = np.zeros((nz, ny, nx, 3), np.float32)
     aif_t = torch.from_numpy(np.ascontiguousarray(aif, dtype=np.float32))
     total = max(1, int(mask.sum()))
     done = 0
+    eta = _Eta(progress, "ST-Net-S" if student else "ST-Net")
     with torch.no_grad():
         for z in range(nz):
             if not mask[z].any():
                 continue
-            sl = torch.from_numpy(np.ascontiguousarray(drop[:, z]))  # (T, Y, X)
-            if mode == "patch":
-                centres = torch.from_numpy(np.argwhere(mask[z]).astype(np.int64))
-                for start in range(0, centres.shape[0], batch_size):
-                    c = centres[start:start + batch_size]
-                    ref = _reference(aif_t, s0_rel[z][c[:, 0].numpy(), c[:, 1].numpy()], t)
-                    res = model(extract_patches(sl, c), ref).numpy()
-                    out[z, c[:, 0].numpy(), c[:, 1].numpy()] = res
-                done += int(mask[z].sum())
-                report(progress, done / total, f"ST-Net slice {z + 1}/{nz}")
-                continue
-            padded = torch.nn.functional.pad(sl, (3, 3, 3, 3)).permute(1, 2, 0)  # (Y+6, X+6, T)
-            for y0 in range(0, ny, band_rows):
-                y1 = min(ny, y0 + band_rows)
-                band_mask = mask[z, y0:y1]
-                if not band_mask.any():
-                    continue
-                cols = np.flatnonzero(band_mask.any(axis=0))
-                x0, x1 = int(cols[0]), int(cols[-1]) + 1  # encode only the columns the band's mask spans
-                feats = model.encode_slice(padded[y0:y1 + 6, x0:x1 + 6].contiguous())  # (rows, x1-x0, 64, T)
-                idx = np.argwhere(band_mask[:, x0:x1])
-                f = feats[idx[:, 0], idx[:, 1]].contiguous()  # (N, 64, T)
-                idx[:, 1] += x0
-                for start in range(0, f.shape[0], batch_size):
-                    sel = idx[start:start + batch_size]
-                    ref = _reference(aif_t, s0_rel[z, y0 + sel[:, 0], sel[:, 1]], t)
-                    out[z, y0 + sel[:, 0], sel[:, 1]] = model.temporal(f[start:start + batch_size], ref).numpy()
-                done += int(band_mask.sum())
-                report(progress, done / total, f"ST-Net slice {z + 1}/{nz}")
+            idx = np.argwhere(mask[z])
+            if student:
+                feats = _student_channels(tissue[:, z], idx)  # (N, 3, T)
+            else:
+                sl = torch.from_numpy(np.ascontiguousarray(tissue[:, z]))
+            for start in range(0, len(idx), batch_size):
+                c = idx[start:start + batch_size]
+                ref = _reference(aif_t, s0_rel[z][c[:, 0], c[:, 1]], t)
+                if student:
+                    res = model.forward_features(torch.cat([torch.from_numpy(feats[start:start + batch_size]), ref],
+                                                           dim=1))
+                else:
+                    res = model(extract_patches(sl, torch.from_numpy(c.astype(np.int64))), ref)
+                out[z, c[:, 0], c[:, 1]] = res.numpy()
+                done += len(c)
+                eta(done / total, f"slice {z + 1}/{nz}, {done}/{total} voxels")
     return out
+
+
+def _student_channels(tissue_slice: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(T, Y, X) slice and (N, 2) voxel indices → (N, 3, T): centre, 3×3 mean, 7×7 mean (zero padding)."""
+    from scipy.ndimage import uniform_filter
+
+    m3 = uniform_filter(tissue_slice, size=(1, 3, 3), mode="constant", cval=0.0)
+    m7 = uniform_filter(tissue_slice, size=(1, 7, 7), mode="constant", cval=0.0)
+    y, x = idx[:, 0], idx[:, 1]
+    return np.ascontiguousarray(np.stack([tissue_slice[:, y, x], m3[:, y, x], m7[:, y, x]], axis=0).transpose(2, 0, 1))
 
 
 def _reference(aif_t, s0_values, t: int):
@@ -270,22 +332,24 @@ def _reference(aif_t, s0_values, t: int):
 
 def stnet_maps(dsc, *, aif_signal: Optional[np.ndarray], brain_mask: Optional[np.ndarray] = None,
                progress: Optional[ProgressCallback] = None, model: Union[str, object] = "stnet",
-               mode: str = "fc", models_dir=None) -> Dict[str, np.ndarray]:
-    """ST-Net perfusion maps (Cao et al.) for a DSC series.
+               aif_scale: float = 1.0, constants=None, models_dir=None) -> Dict[str, np.ndarray]:
+    """ST-Net perfusion maps (Cao et al.) for a DSC series; ``model="stnet-s"`` gives the fast student.
 
     Parameters
     ----------
     dsc : :class:`neurocontrast.io.DSCSeries` (``signal`` (T, Z, Y, X) raw, ``tr_s`` s).
-    aif_signal : (T,) raw signal of the AIF (e.g. the mean signal inside the AIF mask). Required.
+    aif_signal : (T,) raw signal of the AIF (the mean signal inside the AIF mask). Required.
     brain_mask : (Z, Y, X) bool; voxels outside are 0 (default: every voxel).
-    model : registered model name (default the shipped ``"stnet"``) or an :class:`STNet` instance.
-    mode : ``"fc"`` (spatial encoder once per slice, default) or ``"patch"`` (per-voxel patches).
+    model : registered model name (``"stnet"``, the reference; ``"stnet-s"``, the fast student) or an
+        :class:`STNet`/:class:`STNetS` instance.
+    aif_scale : the AIF's VOF rescaling factor (the pipeline passes the one its deconvolution uses; 1 = none).
+    constants : :class:`~neurocontrast.perfusion.maps.PerfusionConstants` (kH/ρ; default 0.45/0.25/1.04).
 
     Returns
     -------
     dict of (Z, Y, X) float32: ``cbv`` mL/100 g, ``cbf`` mL/100 g/min, ``tmax`` s, ``mtt`` s (60·CBV/CBF,
-    eq. 6; 0 where CBF ≤ 0). Negative CBV/CBF predictions are set to 0. Series of any length T are resampled
-    to the network's ``n_frames`` (see module docstring).
+    eq. 6; 0 where CBF ≤ 0). Negative CBV/CBF predictions are set to 0 (logged). Series of any length T are
+    resampled to the network's ``n_frames`` (see module docstring).
 
     Raises
     ------
@@ -298,8 +362,9 @@ def stnet_maps(dsc, *, aif_signal: Optional[np.ndarray], brain_mask: Optional[np
     net = load_network(model, models_dir)[0] if isinstance(model, str) else model
     net.eval()
     report(progress, 0.0, "ST-Net: preprocessing")
-    inp = stnet_inputs(signal, tr_s, aif_signal, net.n_frames, mask)
-    raw = stnet_predict(net, inp["drop"], inp["s0_rel"], inp["aif"], mask, mode=mode, progress=progress)
+    kh = constants.kh_over_rho if constants is not None else None
+    inp = stnet_inputs(signal, tr_s, aif_signal, net.n_frames, mask, aif_scale=aif_scale, kh_over_rho=kh)
+    raw = stnet_predict(net, inp["tissue"], inp["s0_rel"], inp["aif"], mask, progress=scaled(progress, 0.05, 1.0))
     maps = stnet_to_physical(raw, net.target_scale, inp["dt"])
     for key in ("cbv", "cbf"):
         neg = (maps[key] < 0) & mask
@@ -312,6 +377,15 @@ def stnet_maps(dsc, *, aif_signal: Optional[np.ndarray], brain_mask: Optional[np
                                0.0).astype(np.float32)
     report(progress, 1.0, "ST-Net: done")
     return maps
+
+
+def stnet_s_maps(dsc, *, aif_signal: Optional[np.ndarray], brain_mask: Optional[np.ndarray] = None,
+                 progress: Optional[ProgressCallback] = None, aif_scale: float = 1.0, constants=None,
+                 models_dir=None) -> Dict[str, np.ndarray]:
+    """ST-Net-S, the fast distilled student of ST-Net (``--method stnet-s``): :func:`stnet_maps` with the
+    registered ``"stnet-s"`` weights (same inputs, outputs, units and errors)."""
+    return stnet_maps(dsc, aif_signal=aif_signal, brain_mask=brain_mask, progress=progress, model="stnet-s",
+                      aif_scale=aif_scale, constants=constants, models_dir=models_dir)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -332,13 +406,14 @@ def tmaxnet_inputs(signal: np.ndarray, tr_s: float, n_frames: int, brain_mask: O
 
 def tmaxnet_maps(dsc, *, aif_signal: Optional[np.ndarray] = None, brain_mask: Optional[np.ndarray] = None,
                  progress: Optional[ProgressCallback] = None, model: Union[str, object] = "tmaxnet",
-                 models_dir=None) -> Dict[str, np.ndarray]:
+                 aif_scale: float = 1.0, constants=None, models_dir=None) -> Dict[str, np.ndarray]:
     """AIF-free Tmax map with per-voxel uncertainty (Hess et al.) for a DSC series.
 
     Parameters
     ----------
     dsc : :class:`neurocontrast.io.DSCSeries` (``signal`` (T, Z, Y, X) raw, ``tr_s`` s).
-    aif_signal : ignored (accepted for the MAP_METHODS signature; the network finds its own arterial patch).
+    aif_signal, aif_scale, constants : ignored (accepted for the MAP_METHODS signature; the network finds its
+        own arterial patch and needs no AIF, VOF or kH/ρ).
     brain_mask : (Z, Y, X) bool; outside it the maps are 0.
     model : registered model name (default the shipped ``"tmaxnet"``) or a :class:`TmaxNet` instance.
 

@@ -49,7 +49,8 @@ class MapMethod:
     kind ``"deconvolution"``: ``target`` is a deconvolution method name of
     :data:`neurocontrast.perfusion.deconvolution.METHODS`, run through ``compute_maps``.
     kind ``"network"``: ``target`` is ``"module:function"`` with the signature
-    ``fn(dsc, *, aif_signal (T,) float or None, brain_mask (Z,Y,X) bool, progress) -> dict of (Z,Y,X) float32``
+    ``fn(dsc, *, aif_signal (T,) float or None, brain_mask (Z,Y,X) bool, progress, aif_scale (the VOF
+    rescaling factor, 1.0 without), constants (PerfusionConstants)) -> dict of (Z,Y,X) float32``
     (keys among cbf, cbv, mtt, tmax, ttp, tmax_uncertainty), imported when first called.
     """
 
@@ -86,6 +87,8 @@ MAP_METHODS: Dict[str, MapMethod] = {
     "tikhonov": MapMethod("tikhonov", "deconvolution", "tikhonov", True, "Tikhonov regularisation"),
     "stnet": MapMethod("stnet", "network", "neurocontrast.perfusion.deep:stnet_maps", True,
                        "spatiotemporal network (Cao et al.)"),
+    "stnet-s": MapMethod("stnet-s", "network", "neurocontrast.perfusion.deep:stnet_s_maps", True,
+                         "ST-Net-S, the fast distilled student of ST-Net (CPU option)"),
     "tmaxnet": MapMethod("tmaxnet", "network", "neurocontrast.perfusion.deep:tmaxnet_maps", False,
                          "AIF-free Tmax network"),
 }
@@ -435,7 +438,7 @@ def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs
 
     Deconvolution: :func:`tissue_delta_r2star` then ``compute_maps`` with ``options.deconvolve_kwargs()``;
     TTP counted from the first frame of the series. Network: ``entry.load()(dsc, aif_signal, brain_mask,
-    progress)``, MTT = 60·CBV/CBF when the network gives no MTT. Raises NeuroContrastError when a map has
+    progress, aif_scale, constants)``, MTT = 60·CBV/CBF when the network gives no MTT. Raises NeuroContrastError when a map has
     another shape.
     """
     from neurocontrast.perfusion import maps as maps_mod
@@ -468,8 +471,11 @@ def compute_method_maps(entry: MapMethod, options: PerfusionOptions, dsc, inputs
         aif_signal = None
         if inputs.aif_mask is not None:
             aif_signal = inputs.signal[:, inputs.aif_mask].mean(axis=1).astype(np.float32)
+        # the networks take the AIF with the same VOF rescaling and kH/ρ as the deconvolution
+        factor = curves.factor if curves is not None and curves.factor is not None else 1.0
         maps = {k: np.asarray(v, dtype=np.float32) for k, v in
-                func(dsc, aif_signal=aif_signal, brain_mask=brain_mask, progress=progress).items()}
+                func(dsc, aif_signal=aif_signal, brain_mask=brain_mask, progress=progress, aif_scale=float(factor),
+                     constants=options.constants).items()}
         if "mtt" not in maps and "cbv" in maps and "cbf" in maps:
             with np.errstate(divide="ignore", invalid="ignore"):
                 maps["mtt"] = np.where(maps["cbf"] > 0, 60.0 * maps["cbv"] / maps["cbf"], 0.0).astype(np.float32)

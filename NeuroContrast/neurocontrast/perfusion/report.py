@@ -4,7 +4,8 @@ Layout: one row per shown slice (up to 3, the slices with the largest Tmax > 6 s
 largest brain area): baseline S0 with the AIF (red) and VOF (blue) voxels, then CBF, CBV, MTT, Tmax
 (fixed 0–10 s window) and TTP, each column with one colour bar; the Tmax > 6 s hypoperfusion outline is
 drawn in white on the CBF and Tmax maps. Bottom: AIF (raw and VOF-rescaled) and VOF ΔR2* curves with
-their quality figures, and the hypoperfusion volumes (Tmax > 4/6/8/10 s) and mismatch in a table.
+their quality figures (for an AIF-free method such as the Tmax net, the histogram of its Tmax in the brain
+instead), and the hypoperfusion volumes (Tmax > 4/6/8/10 s) and mismatch in a table.
 """
 
 from __future__ import annotations
@@ -166,31 +167,10 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
 
     bottom = gridspec.GridSpecFromSubplotSpec(1, 2, subplot_spec=outer[3], width_ratios=[1.5, 1.0], wspace=0.12)
     ax = fig.add_subplot(bottom[0, 0])
-    t = result.times_s
-    if result.aif is not None:
-        q = rep.get("aif_quality") or {}
-        rescaled = result.aif_raw is not None and factor and abs(factor - 1.0) > 1e-3
-        if rescaled:
-            ax.plot(t, result.aif_raw, color="#d62728", lw=1.0, ls="--", alpha=0.8,
-                    label="AIF measured" + _quality_text(q))
-            ax.plot(t, result.aif, color="#d62728", lw=2.0, label=f"AIF used (×{factor:.2f}, area = VOF area)")
-        else:
-            ax.plot(t, result.aif, color="#d62728", lw=2.0, label="AIF" + _quality_text(q))
-    if result.vof is not None:
-        ax.plot(t, result.vof, color="#1f77b4", lw=1.8, label="VOF" + _quality_text(rep.get("vof_quality") or {}))
-    bl = rep.get("parameters", {}).get("baseline_frames")
-    tr = rep.get("input", {}).get("tr_s")
-    if bl and tr:  # frame indices of the original series
-        ax.axvspan(bl[0] * tr, (bl[1] - 1) * tr, color="#cccccc", alpha=0.4, lw=0, label="baseline (S0)")
-    ax.set_xlabel("time (s)", fontsize=9)
-    ax.set_ylabel("ΔR2* (1/s)", fontsize=9)
-    ax.set_title("arterial and venous curves", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.tick_params(labelsize=8)
-    if ax.has_data():
-        ax.legend(fontsize=7.5, loc="upper right", framealpha=0.9)
-    else:
-        ax.text(0.5, 0.5, "no AIF (AIF-free method)", ha="center", va="center", transform=ax.transAxes)
+    if result.aif is not None or result.vof is not None:
+        _curve_panel(ax, result, rep, factor)
+    else:  # an AIF-free method: the distribution of its Tmax instead of an empty curve panel
+        _tmax_histogram_panel(ax, result, brain)
 
     ax = fig.add_subplot(bottom[0, 1])
     ax.axis("off")
@@ -230,6 +210,54 @@ def overview_figure(result, path: str, title: Optional[str] = None, max_slices: 
     fig.savefig(path, dpi=110, facecolor="white")
     plt.close(fig)
     return path
+
+
+def _curve_panel(ax, result, rep, factor) -> None:
+    """AIF (measured and VOF-rescaled) and VOF ΔR2* curves with the baseline span."""
+    t = result.times_s
+    if result.aif is not None:
+        q = rep.get("aif_quality") or {}
+        rescaled = result.aif_raw is not None and factor and abs(factor - 1.0) > 1e-3
+        if rescaled:
+            ax.plot(t, result.aif_raw, color="#d62728", lw=1.0, ls="--", alpha=0.8,
+                    label="AIF measured" + _quality_text(q))
+            ax.plot(t, result.aif, color="#d62728", lw=2.0, label=f"AIF used (×{factor:.2f}, area = VOF area)")
+        else:
+            ax.plot(t, result.aif, color="#d62728", lw=2.0, label="AIF" + _quality_text(q))
+    if result.vof is not None:
+        ax.plot(t, result.vof, color="#1f77b4", lw=1.8, label="VOF" + _quality_text(rep.get("vof_quality") or {}))
+    bl = rep.get("parameters", {}).get("baseline_frames")
+    tr = rep.get("input", {}).get("tr_s")
+    if bl and tr:  # frame indices of the original series
+        ax.axvspan(bl[0] * tr, (bl[1] - 1) * tr, color="#cccccc", alpha=0.4, lw=0, label="baseline (S0)")
+    ax.set_xlabel("time (s)", fontsize=9)
+    ax.set_ylabel("ΔR2* (1/s)", fontsize=9)
+    ax.set_title("arterial and venous curves", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7.5, loc="upper right", framealpha=0.9)
+
+
+def _tmax_histogram_panel(ax, result, brain) -> None:
+    """Histogram of Tmax in the brain (and the median uncertainty when the map has one) with the 6 s line."""
+    tmax = result.maps.get("tmax")
+    if tmax is None or not brain.any():
+        ax.axis("off")
+        return
+    values = tmax[brain]
+    hi = max(12.0, float(np.percentile(values, 99.5)))
+    ax.hist(values, bins=60, range=(0.0, hi), color="#7f7f7f")
+    ax.axvline(6.0, color="#d62728", lw=1.5, label="Tmax = 6 s")
+    label = f"brain voxels: median Tmax {np.median(values):.1f} s"
+    if "tmax_uncertainty" in result.maps:
+        label += f", median uncertainty b {np.median(result.maps['tmax_uncertainty'][brain]):.2f} s"
+    ax.plot([], [], " ", label=label)
+    ax.set_xlabel("Tmax (s)", fontsize=9)
+    ax.set_ylabel("voxels", fontsize=9)
+    ax.set_title("Tmax distribution (AIF-free method: no arterial curve)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7.5, loc="upper right", framealpha=0.9)
 
 
 def _quality_text(q: dict) -> str:

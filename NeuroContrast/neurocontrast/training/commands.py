@@ -35,6 +35,15 @@ def register(groups) -> None:
     p.add_argument("--physics-weight", type=float, default=0.1, help="w of eq. 9")
     p.add_argument("--lesion-ratio", type=float, default=0.5, help="lesion:normal voxels (0.5 = 1:2)")
     p.add_argument("--stride", type=int, default=1, help="patch-centre stride (voxels)")
+    p.add_argument("--dropout", type=float, default=0.5, help="head dropout (paper 0.5)")
+    p.add_argument("--student", action="store_true", help="train ST-Net-S, the small fast student")
+    p.add_argument("--no-cbv-skip", action="store_true",
+                   help="no CBV skip (the network regresses CBV itself instead of correcting the indicator-dilution "
+                        "sum of the centre curve)")
+    p.add_argument("--teacher", default=None, help="registered ST-Net name (or models folder with stnet.json) to "
+                                                   "distil from (with --student)")
+    p.add_argument("--init", default=None, help="models folder + name 'DIR:NAME' of weights to start from")
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the MAE to the teacher")
     p.set_defaults(func=distributed.launcher(_run_stnet, ("train", "stnet"), p))
     q = train.add_parser("tmaxnet", help="train the AIF-free Tmax net (Hess et al.)",
                          description="Train the Tmax net: weighted Laplace NLL, temporal-shift augmentation.")
@@ -57,6 +66,10 @@ def register(groups) -> None:
     q.add_argument("--delayed-threshold", type=float, default=4.0, help="s (see --delayed-weight)")
     q.add_argument("--select-on", choices=("loss", "mae"), default="mae",
                    help="best epoch by validation NLL (loss) or Tmax MAE (mae)")
+    q.add_argument("--varied", action="store_true",
+                   help="synthetic slices with varied acquisition and bolus (TR 1-2.5 s, 40-80 frames, baseline "
+                        "5-20 frames, recirculation, T1 leakage; datasets.VARIED)")
+    q.add_argument("--init", default=None, help="registered Tmax net name or 'DIR:NAME' to fine-tune from")
     q.set_defaults(func=distributed.launcher(_run_tmaxnet, ("train", "tmaxnet"), q))
 
 
@@ -79,14 +92,36 @@ def _run_stnet(args) -> int:
     from neurocontrast.training.recipes import train_stnet
 
     torch.set_num_threads(max(1, args.threads))
+    teacher = init = None
+    if args.teacher:
+        teacher = _load(args.teacher, "stnet")[0]
+    if args.init:
+        init = _load(args.init, "stnet-s" if args.student else "stnet")[0].state_dict()
     model, meta = train_stnet(args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                               batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
                               resume=args.resume, max_minutes=args.max_minutes, physics_weight=args.physics_weight,
-                              lesion_ratio=args.lesion_ratio, stride=args.stride, data_dir=args.data)
-    return _finish(model, meta, args, "stnet", {"batch_size": args.batch_size, "lr": args.lr,
-                                                "physics_weight": args.physics_weight,
-                                                "lesion_ratio": args.lesion_ratio, "stride": args.stride,
-                                                "steps_per_epoch": args.steps_per_epoch})
+                              lesion_ratio=args.lesion_ratio, stride=args.stride, data_dir=args.data,
+                              student=args.student, teacher=teacher, distill_weight=args.distill_weight,
+                              init_state=init, dropout=args.dropout, cbv_skip=not args.no_cbv_skip)
+    return _finish(model, meta, args, "stnet-s" if args.student else "stnet",
+                   {"batch_size": args.batch_size, "lr": args.lr, "physics_weight": args.physics_weight,
+                    "lesion_ratio": args.lesion_ratio, "stride": args.stride, "dropout": args.dropout,
+                    "cbv_skip": not args.no_cbv_skip,
+                    "steps_per_epoch": args.steps_per_epoch, "teacher": args.teacher, "init": args.init,
+                    "distill_weight": args.distill_weight if args.teacher else None})
+
+
+def _load(spec: str, default_name: str):
+    """'NAME', 'DIR' or 'DIR:NAME' → a loaded network (registry or models folder)."""
+    import os
+    from neurocontrast.perfusion.deep import load_network
+
+    if ":" in spec:
+        folder, name = spec.rsplit(":", 1)
+        return load_network(name, folder)
+    if os.path.isdir(spec):
+        return load_network(default_name, spec)
+    return load_network(spec)
 
 
 def _run_tmaxnet(args) -> int:
@@ -103,7 +138,8 @@ def _run_tmaxnet(args) -> int:
                                 align_frame=None if args.align_frame < 0 else args.align_frame,
                                 warmup_l1_epochs=args.warmup_l1_epochs,
                                 delayed_weight=args.delayed_weight, delayed_threshold_s=args.delayed_threshold,
-                                select_on=args.select_on, data_dir=args.data)
+                                select_on=args.select_on, data_dir=args.data, varied=args.varied,
+                                init_state=_load(args.init, "tmaxnet")[0].state_dict() if args.init else None)
     return _finish(model, meta, args, "tmaxnet", {"batch_size": args.batch_size, "lr": args.lr,
                                                   "crop": args.crop, "lr_halving_epochs": args.lr_halving_epochs,
                                                   "nll_beta": args.nll_beta, "input_scale": args.input_scale,
@@ -113,5 +149,6 @@ def _run_tmaxnet(args) -> int:
                                                   "warmup_l1_epochs": args.warmup_l1_epochs,
                                                   "delayed_weight": args.delayed_weight,
                                                   "delayed_threshold_s": args.delayed_threshold,
-                                                  "select_on": args.select_on,
+                                                  "select_on": args.select_on, "varied": args.varied,
+                                                  "init": args.init,
                                                   "steps_per_epoch": args.steps_per_epoch})

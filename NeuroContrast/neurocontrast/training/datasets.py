@@ -11,8 +11,8 @@ factor drawn at random per slice so that a network cannot memorise one phantom:
 - 0-2 hypoperfused lesions (smooth blobs) with delays up to 2-16 s, CBF ×0.15-0.9, CBV ×0.5-1.1,
   exponential dispersion β 0-4 s;
 - residue shape per slice: exponential, box (plug flow) or linear, all with ∫R = MTT;
-- acquisition: TR 1.0-2.0 s, 60-110 s of frames, TE 20-45 ms, SNR 8-100 (log-uniform), bolus arrival
-  6-30 s, arterial peak such that TE·peak ∈ [1.5, 5], optional non-steady-state first frame.
+- acquisition: TR 1.0-2.5 s, 60-110 s of frames (40-110 frames), TE 20-45 ms, SNR 8-100 (log-uniform), bolus
+  arrival 6-30 s, arterial peak such that TE·peak ∈ [1.5, 7], optional non-steady-state first frame.
 
 Ground truth per voxel: CBV, CBF, Tmax (the time of the maximum of ``F·(h ⊛ R)(t − delay)``), and the noise-free
 ΔR2* curves. User data (:class:`UserSliceSource`) follow the folder layout documented in
@@ -71,24 +71,44 @@ def _fft_conv(a: np.ndarray, b: np.ndarray, dt: float) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(a, m) * np.fft.rfft(b, m), m)[..., :n] * dt
 
 
+#: The varied acquisition and bolus (``random_slice(varied=True)``): TR, frame count and baseline as real series
+#: vary; bolus widths and noise from the real moyamoya slices (measured: arterial FWHM 5-6 frames of 2 s =
+#: 10-12 s, temporal SNR of the brain's baseline 22-102 (10th-90th percentile), tissue peak drop 0.35-0.40);
+#: recirculation up to 30 % of the first pass; T1 leakage in 30 % of the slices.
+VARIED = {"tr_s": (1.0, 2.5), "n_frames": (40, 80), "baseline_frames": (5, 20), "bolus_beta_s": (0.8, 3.5),
+          "recirculation": (0.0, 0.3), "leakage_probability": 0.3, "leakage_k2_per_s": (0.0, 0.02)}
+
+
 def random_slice(rng: np.random.Generator, size: Tuple[int, int] = (48, 48), snr: Optional[float] = None,
-                 tr_s: Optional[float] = None, n_frames: Optional[int] = None, oversample: int = 8) -> SliceSample:
+                 tr_s: Optional[float] = None, n_frames: Optional[int] = None, oversample: int = 8,
+                 varied: bool = False) -> SliceSample:
     """One random synthetic DSC slice with ground truth (see the module docstring for the distributions).
 
     rng : numpy Generator (the only source of randomness). size : (Y, X) ≥ 24. snr, tr_s, n_frames: fix
-    these instead of drawing them. Returns :class:`SliceSample`. Vectorised over voxels.
+    these instead of drawing them. varied : the acquisition and bolus of :data:`VARIED` (as real series vary;
+    the Tmax net's training distribution) instead of the default ones. Returns :class:`SliceSample`.
+    Vectorised over voxels.
     """
     from neurocontrast.perfusion.phantom import gamma_variate
 
     ny, nx = size
     if ny < 24 or nx < 24:
         raise NeuroContrastError(f"random_slice size must be at least 24 x 24, got {size}")
-    tr = float(tr_s) if tr_s else float(rng.uniform(1.0, 2.0))
-    t_frames = int(n_frames) if n_frames else int(np.clip(round(rng.uniform(60.0, 110.0) / tr), 30, 110))
+    tr = float(tr_s) if tr_s else float(rng.uniform(*(VARIED["tr_s"] if varied else (1.0, 2.5))))
+    if n_frames:
+        t_frames = int(n_frames)
+    elif varied:
+        t_frames = int(rng.integers(VARIED["n_frames"][0], VARIED["n_frames"][1] + 1))
+    else:
+        t_frames = int(np.clip(round(rng.uniform(60.0, 110.0) / tr), 40, 110))
     te = float(rng.uniform(0.02, 0.045))
     snr_v = float(snr) if snr else float(np.exp(rng.uniform(np.log(8.0), np.log(100.0))))
     duration = t_frames * tr
-    arrival = float(rng.uniform(max(6.0, 4 * tr), max(7.0, min(30.0, duration - 45.0))))
+    if varied:  # baseline of 5-20 frames, with at least 30 s of the series left after the arrival
+        lo, hi = VARIED["baseline_frames"]
+        arrival = tr * float(rng.uniform(lo, max(lo + 0.5, min(hi, (duration - 30.0) / tr))))
+    else:
+        arrival = float(rng.uniform(max(6.0, 4 * tr), max(7.0, min(30.0, duration - 45.0))))
 
     # anatomy
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
@@ -156,9 +176,9 @@ def random_slice(rng: np.random.Generator, size: Tuple[int, int] = (48, 48), snr
     dt = tr / oversample
     k_fine = t_frames * oversample
     t = np.arange(k_fine) * dt
-    alpha, bscale = rng.uniform(2.0, 4.5), rng.uniform(0.8, 2.0)
-    peak = rng.uniform(1.5, 5.0) / te
-    recirc = rng.uniform(0.0, 0.2)
+    alpha, bscale = rng.uniform(2.0, 4.5), rng.uniform(*(VARIED["bolus_beta_s"] if varied else (0.8, 2.0)))
+    peak = rng.uniform(1.5, 7.0) / te
+    recirc = rng.uniform(*(VARIED["recirculation"] if varied else (0.0, 0.2)))
     aif = peak * (gamma_variate(t, arrival, alpha, bscale)
                   + recirc * gamma_variate(t, arrival + rng.uniform(7.0, 12.0), 3.0, 3.0))
     perf = parenchyma & (cbf > 0)
@@ -188,6 +208,10 @@ def random_slice(rng: np.random.Generator, size: Tuple[int, int] = (48, 48), snr
     dr2 = np.zeros((t_frames, ny * nx))
     dr2[:, idx] = tissue[:, frames].T
     dr2 = dr2.reshape(t_frames, ny, nx)
+    if varied and rng.random() < VARIED["leakage_probability"]:
+        # T1 leakage (Boxerman et al. 2006): ΔR2*_obs = ΔR2* − K2·∫ΔR2* dt, K2 > 0 raises the tail above baseline
+        k2 = rng.uniform(*VARIED["leakage_k2_per_s"]) * np.clip(1.0 + _smooth(rng, size, 4.0), 0.0, 2.0)
+        dr2 = dr2 - k2[None] * np.cumsum(dr2, axis=0) * tr
     dr2 = pv[None] * aif[frames][:, None, None] + (1.0 - pv[None]) * dr2
 
     sig = 1000.0 * s0[None] * np.exp(-te * dr2)
@@ -312,22 +336,36 @@ def stnet_batch_from_slice(sample: SliceSample, n_frames: int, rng: np.random.Ge
                            target_scale=(4.0, 1.5, 4.0)) -> Optional[Dict[str, np.ndarray]]:
     """ST-Net training samples from one slice: patches, reference channels, scaled targets, physics target.
 
+    Inputs are the calibrated curves of :func:`neurocontrast.perfusion.deep.stnet_inputs` with the AIF rescaled
+    to the true arterial integral, as the pipeline's VOF rescaling does for a partial-volume AIF (a full-volume
+    vein carries the arterial integral), so training and inference share units; user data (no arterial truth)
+    keep the measured AIF.
     Voxel centres lie on a grid of step ``stride`` (random phase); lesion:normal voxels are drawn in the ratio
     ``lesion_ratio`` (0.5 = 1:2, Cao et al. 2.3) where the slice has lesion voxels. Returns dict with
     ``patches`` (N, 1, 7, 7, T), ``reference`` (N, 2, T), ``target`` (N, 3) scaled (see
-    :data:`neurocontrast.networks.stnet.OUTPUTS`), ``physics_cbv`` (N,) mL/100 g (eq. 4 from the data:
-    100·kH/ρ·∫ΔR2*_t/∫c_a, divided by target_scale[0]); None if the slice has no usable voxel or baseline.
+    :data:`neurocontrast.networks.stnet.OUTPUTS`), ``physics_cbv`` (N,) the indicator-dilution CBV of the
+    inputs (eq. 4, Σ_t tissue) / target_scale[0]; None if the slice has no usable voxel or baseline.
     """
     import torch
     from neurocontrast.networks.stnet import extract_patches
     from neurocontrast.perfusion.deep import stnet_inputs
 
     try:
-        inp = stnet_inputs(sample.signal[:, None], sample.tr_s, aif_signal_of(sample), n_frames, sample.brain[None])
+        inp = stnet_inputs(sample.signal[:, None], sample.tr_s, aif_signal_of(sample), n_frames, sample.brain[None],
+                           kh_over_rho=KH_OVER_RHO)
     except NeuroContrastError as exc:
         log.debug("skipping slice: %s", exc)
         return None
-    drop = inp["drop"][:, 0]
+    if sample.aif_delta_r2star is not None:
+        # the pipeline's VOF rescaling gives a partial-volume AIF the arterial integral: do the same here
+        from neurocontrast.perfusion.deep import resample_time
+
+        true = float(resample_time(sample.te_s * np.asarray(sample.aif_delta_r2star, np.float32), n_frames).sum())
+        if true > 0:
+            factor = np.float32(true / inp["aif_integral"])
+            inp["tissue"] /= factor
+            inp["cbv_physics"] /= factor
+    tissue = inp["tissue"][:, 0]
     grid = np.zeros(sample.brain.shape, bool)
     oy, ox = rng.integers(stride), rng.integers(stride)
     grid[oy::stride, ox::stride] = True
@@ -348,20 +386,8 @@ def stnet_batch_from_slice(sample: SliceSample, n_frames: int, rng: np.random.Ge
     cbf = sample.truth["cbf"][centres[:, 0], centres[:, 1]]
     tmax = sample.truth["tmax"][centres[:, 0], centres[:, 1]]
     target = np.stack([cbv / s[0], cbf * dt / 60.0 / s[1], tmax / dt / s[2]], axis=1).astype(np.float32)
-    # physics target (eq. 4 with the arterial ΔR2*): CBV implied by the tissue's ΔR2* integral
-    te = sample.te_s
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a0 = inp["baseline"]
-        tissue = sample.signal[:, centres[:, 0], centres[:, 1]].astype(np.float64)
-        s0 = tissue[a0[0]:a0[1]].mean(0)
-        dr2_t = -np.log(np.clip(tissue / s0, 1e-3, None)) / te
-        if sample.aif_delta_r2star is not None:
-            ca = np.asarray(sample.aif_delta_r2star, np.float64)
-        else:
-            a = aif_signal_of(sample).astype(np.float64)
-            ca = -np.log(np.clip(a / a[a0[0]:a0[1]].mean(), 1e-3, None)) / te
-        phys = 100.0 * KH_OVER_RHO * dr2_t[a0[0]:].sum(0) / max(ca[a0[0]:].sum(), 1e-9)
-    sl = torch.from_numpy(np.ascontiguousarray(drop))
+    phys = inp["cbv_physics"][0][centres[:, 0], centres[:, 1]]
+    sl = torch.from_numpy(np.ascontiguousarray(tissue))
     patches = extract_patches(sl, torch.from_numpy(centres.astype(np.int64))).numpy()
     ref = np.stack([np.broadcast_to(inp["aif"], (len(centres), n_frames)),
                     np.repeat(inp["s0_rel"][0][centres[:, 0], centres[:, 1]][:, None], n_frames, 1)], axis=1)
