@@ -64,7 +64,7 @@ def test_stnet_needs_aif_and_vof(phantom_dir, tmp_path, capsys, method):
     assert "needs an AIF" in err and "tmaxnet needs neither" in err and len(err.strip().splitlines()) == 1
     assert main(["perfusion", dsc, "--method", method, "--aif-mask", str(phantom_dir / "aif_mask.nii.gz"),
                  "--out", str(tmp_path / "b")]) == 2
-    assert "--vof-mask is required" in capsys.readouterr().err
+    assert "--vof-mask (or --vof auto) is required" in capsys.readouterr().err
 
 
 def test_stnet_inputs_follow_the_classic_constants():
