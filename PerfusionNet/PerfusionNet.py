@@ -70,16 +70,20 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.segmentPickers = ((self.ui.aifSelector, self.ui.aifSegmentSelector),
                                (self.ui.vofSelector, self.ui.vofSegmentSelector),
                                (self.ui.brainSelector, self.ui.brainSegmentSelector),
-                               (self.ui.coreSelector, self.ui.coreSegmentSelector))
+                               (self.ui.coreSelector, self.ui.coreSegmentSelector),
+                               (self.ui.referenceSelector, self.ui.referenceSegmentSelector))
         for selector, segments in self.segmentPickers:
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, s=segments: self.onSelectorChanged(node, s))
             segments.connect("currentSegmentChanged(QString)", self.onGuiChanged)
         for selector in (self.ui.aifSegmentSelector, self.ui.vofSegmentSelector):
             selector.connect("currentSegmentChanged(QString)", lambda segmentId: self.curvesTimer.start())
-        self.ui.dscSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onGuiChanged)
+        for selector in (self.ui.dscSelector, self.ui.adcSelector, self.ui.dwiSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.onGuiChanged)
         for widget, signal in ((self.ui.methodComboBox, "currentIndexChanged(int)"),
                                (self.ui.autoAifCheckBox, "toggled(bool)"),
+                               (self.ui.autoVofCheckBox, "toggled(bool)"),
+                               (self.ui.vofRescaleCheckBox, "toggled(bool)"),
                                (self.ui.outputPrefixLineEdit, "textChanged(QString)"),
                                (self.ui.osvdOiSpinBox, "valueChanged(double)"),
                                (self.ui.svdThresholdSpinBox, "valueChanged(double)"),
@@ -89,6 +93,7 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.connect(signal, self.onGuiChanged)
         self.ui.updateCurvesButton.connect("clicked()", self.onUpdateCurves)
         self.ui.suggestAifButton.connect("clicked()", self.onSuggestAif)
+        self.ui.suggestVofButton.connect("clicked()", self.onSuggestVof)
         self.ui.editSegmentsButton.connect("clicked()", self.onEditSegments)
         self.ui.applyButton.connect("clicked()", self.onApply)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -150,8 +155,11 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             aif_segment=segment(ui.aifSelector, ui.aifSegmentSelector), vof_node_id=nodeId(ui.vofSelector),
             vof_segment=segment(ui.vofSelector, ui.vofSegmentSelector), brain_node_id=nodeId(ui.brainSelector),
             brain_segment=segment(ui.brainSelector, ui.brainSegmentSelector), core_node_id=nodeId(ui.coreSelector),
-            core_segment=segment(ui.coreSelector, ui.coreSegmentSelector),
+            core_segment=segment(ui.coreSelector, ui.coreSegmentSelector), adc_node_id=nodeId(ui.adcSelector),
+            dwi_node_id=nodeId(ui.dwiSelector), reference_node_id=nodeId(ui.referenceSelector),
+            reference_segment=segment(ui.referenceSelector, ui.referenceSegmentSelector),
             aif_mode="auto" if ui.autoAifCheckBox.checked else "mask",
+            vof_mode="auto" if ui.autoVofCheckBox.checked else "mask", vof_rescale=ui.vofRescaleCheckBox.checked,
             method=ui.methodComboBox.currentData, osvd_oi=ui.osvdOiSpinBox.value,
             svd_threshold=ui.svdThresholdSpinBox.value, tikhonov_lambda=ui.tikhonovLambdaSpinBox.value,
             tr_s=ui.trSpinBox.value, te_s=ui.teSpinBox.value, output_prefix=ui.outputPrefixLineEdit.text)
@@ -162,9 +170,13 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             for selector, nodeId in ((ui.dscSelector, params.dsc_node_id), (ui.aifSelector, params.aif_node_id),
                                      (ui.vofSelector, params.vof_node_id), (ui.brainSelector, params.brain_node_id),
-                                     (ui.coreSelector, params.core_node_id)):
+                                     (ui.coreSelector, params.core_node_id), (ui.adcSelector, params.adc_node_id),
+                                     (ui.dwiSelector, params.dwi_node_id),
+                                     (ui.referenceSelector, params.reference_node_id)):
                 selector.setCurrentNode(scene.GetNodeByID(nodeId) if nodeId else None)
             ui.autoAifCheckBox.checked = params.aif_mode == "auto"
+            ui.autoVofCheckBox.checked = params.vof_mode == "auto"
+            ui.vofRescaleCheckBox.checked = params.vof_rescale
             ui.methodComboBox.currentIndex = max(0, ui.methodComboBox.findData(params.method))
             ui.osvdOiSpinBox.value = params.osvd_oi
             ui.svdThresholdSpinBox.value = params.svd_threshold
@@ -172,8 +184,9 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.trSpinBox.value = params.tr_s
             ui.teSpinBox.value = params.te_s
             ui.outputPrefixLineEdit.text = params.output_prefix
-            for (selector, segments), chosen in zip(self.segmentPickers, (params.aif_segment, params.vof_segment,
-                                                                          params.brain_segment, params.core_segment)):
+            chosenSegments = (params.aif_segment, params.vof_segment, params.brain_segment, params.core_segment,
+                              params.reference_segment)
+            for (selector, segments), chosen in zip(self.segmentPickers, chosenSegments):
                 segments.setCurrentSegmentID(segment_id(selector.currentNode(), chosen))
         finally:
             self.updatingGui = False
@@ -220,6 +233,12 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("AIF suggestion failed.", waitCursor=True):
             points = self.logic.suggest_aif(self.parametersFromUi(), n_voxels=self.ui.nCandidatesSpinBox.value)
             self.ui.aifSelector.setCurrentNode(points)
+
+    def onSuggestVof(self):
+        with slicer.util.tryWithErrorDisplay("VOF suggestion failed.", waitCursor=True):
+            points = self.logic.suggest_vof(self.parametersFromUi())
+            self.ui.autoVofCheckBox.checked = False  # the points are the VOF now; edit them or tick Automatic
+            self.ui.vofSelector.setCurrentNode(points)
 
     def onEditSegments(self):
         """Paint the AIF and VOF in the Segment Editor on the bolus image; the curves follow the strokes."""
