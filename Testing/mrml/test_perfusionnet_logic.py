@@ -620,3 +620,47 @@ def test_reference_region_normalises_the_relative_maps(mrml_scene, loaded, phant
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(outputs.map_nodes[name]), direct.maps[name])
     default = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask)
     assert not np.array_equal(direct.maps["rcbf"], default.maps["rcbf"])
+
+
+def test_network_job_passes_the_vof_adc_and_reference_options(mrml_scene, loaded, phantom, monkeypatch):
+    """The background path (the networks' subprocess; oSVD here so that it takes seconds) gets the automatic
+    VOF, --no-vof-rescale, the ADC/DWI on their grid and the reference region, and its outputs match an
+    in-process run of the same parameters (to float32 round-off)."""
+    import dataclasses
+    import sys
+
+    from PerfusionNetLib.network_job import NetworkJob
+
+    monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
+    nodes, params = loaded
+    adc = _adc_map(phantom)
+    adc_node = mrml.volume_node_from_array(adc, phantom.geometry, "ADC", mrml_scene)
+    dwi = np.where(adc > 0, 100.0, 0.0).astype(np.float32)
+    dwi[adc == 0.45] = 300.0  # the core is DWI-bright
+    dwi_node = mrml.volume_node_from_array(dwi, phantom.geometry, "DWI", mrml_scene)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    ref_mask = phantom.brain_mask.copy()
+    ref_mask[:, :, 20:] = False
+    mrml.add_segment_from_mask(nodes["segmentation"], ref_mask, reference, "Ref")
+    params = dataclasses.replace(params, vof_mode="auto", vof_rescale=False, adc_node_id=adc_node.GetID(),
+                                 dwi_node_id=dwi_node.GetID(), reference_node_id=nodes["segmentation"].GetID(),
+                                 reference_segment="Ref")
+    logic = PerfusionNetLogic(mrml_scene)
+    job = NetworkJob(logic)
+    runner = job.start(params)
+    command = runner.command
+    status = runner.wait(timeout=300)
+    assert status["returncode"] == 0, status["output"]
+    outputs = job.finish()
+    assert {"--no-vof-rescale", "--adc", "--dwi", "--reference-mask"} <= set(command)
+    assert command[command.index("--vof") + 1] == "auto" and "--vof-mask" not in command
+    assert outputs.result.report["options"]["vof"] == "auto" and outputs.result.report["options"]["vof_rescale"] is False
+    assert outputs.result.report["relative_maps"]["reference"] == "given mask"
+    in_process = PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, output_prefix="in process"))
+    for name in ("cbf", "tmax", "rcbf"):
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(outputs.map_nodes[name]),
+                                   slicer.util.arrayFromVolume(in_process.map_nodes[name]), rtol=1e-4, atol=1e-4)
+    values = _values(outputs.volumes_table)
+    assert values["Core"] == pytest.approx(_values(in_process.volumes_table)["Core"], abs=0.01) and values["Core"] > 0
+    np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Core (ADC)", adc_node),
+                                  in_process.result.core.mask)
