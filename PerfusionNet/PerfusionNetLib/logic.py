@@ -438,9 +438,10 @@ class PerfusionNetLogic:
         """Compute the perfusion maps (``pipeline.run_perfusion``) and add them to the scene.
 
         Outputs (named ``<prefix> CBF`` etc.; reused on a second run): scalar volumes for every map with
-        colour maps and window/level (Tmax 0–10 s), a segmentation ``<prefix> Tmax>6s`` with the Tmax > 6 s
-        region, a table ``<prefix> volumes`` with the hypoperfusion volumes (mL) for all thresholds (and the
-        mismatch when available), and the AIF/VOF plot. Raises NeuroContrastError on invalid parameters or bad
+        colour maps and window/level (Tmax 0–10 s), rCBF/rCBV/rMTT when a reference region is given or found,
+        a segmentation ``<prefix> Tmax>6s`` with the Tmax > 6 s region (and ``Core (ADC)`` on the ADC grid
+        with an ADC map), a table ``<prefix> volumes`` with the hypoperfusion volumes (mL) for all thresholds
+        (and the core, mismatch and ratio when available), and the AIF/VOF plot. Raises NeuroContrastError on invalid parameters or bad
         input (message from the core).
         """
         from neurocontrast.perfusion.pipeline import run_perfusion
