@@ -672,3 +672,27 @@ def test_perfusionnet_automatic_vof_rescaling_adc_core_and_reference_region(fake
     assert again.ui.adcSelector.currentNode() is adc_node
     widget.cleanup()
     again.cleanup()
+
+
+def test_perfusionnet_field_table_covers_every_parameter(fake_slicer_app):
+    """One row per PerfusionNetParameters field, each naming a widget of the .ui of the right kind: a field
+    added to the parameters without a widget (or a widget without a field) fails here."""
+    import dataclasses
+
+    loaded = load_module_file("PerfusionNet")
+    widget = make_widget(loaded, "PerfusionNet")
+    rows = loaded.UI_FIELDS
+    assert [row[0] for row in rows] == [f.name for f in dataclasses.fields(loaded.PerfusionNetParameters)]
+    classes = {"node": {"qMRMLNodeComboBox"}, "segment": {"qMRMLSegmentSelectorWidget"}, "auto": {"QCheckBox"},
+               "checked": {"QCheckBox"}, "data": {"QComboBox"}, "value": {"QDoubleSpinBox", "QSpinBox"},
+               "text": {"QLineEdit"}}
+    for field, name, kind, picker in rows:
+        assert getattr(widget.ui, name).qtClass in classes[kind], (field, name)
+        assert (picker is not None) == (kind == "segment")
+    # every field survives the panel: non-default values in, the same values out
+    params = loaded.PerfusionNetParameters(method="tikhonov", tikhonov_lambda=0.25, osvd_oi=0.12, tr_s=1.4,
+                                           te_s=0.03, aif_mode="auto", vof_mode="auto", vof_rescale=False,
+                                           output_prefix="pt 3")
+    widget.uiFromParameters(params)
+    assert widget.parametersFromUi() == params
+    widget.cleanup()
