@@ -64,9 +64,11 @@ class PerfusionNetParameters:
     and ratio. ``aif_mode``/``vof_mode`` "auto" ignore the drawn AIF/VOF and let the core find them
     (``PerfusionOptions.aif``/``vof``); ``vof_rescale`` False uses the AIF as measured. The optional reference
     region (``reference_node_id``/``reference_segment``) normalises rCBF, rCBV, rMTT (default: contralateral
-    normal-appearing white matter). ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda`` = 0 selects one λ for
-    the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default 0.095 after Wu et al. 2003) and ``svd_threshold``
-    (fraction of the largest singular value for sSVD/cSVD) follow :mod:`neurocontrast.perfusion.deconvolution`.
+    normal-appearing white matter). ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda``
+    = 0 selects one λ for the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default
+    0.095 after Wu et al. 2003) and ``svd_threshold`` (fraction of the largest singular value for sSVD/cSVD)
+    follow :mod:`neurocontrast.perfusion.deconvolution`. The widget shows each field through one row of
+    ``PerfusionNet.UI_FIELDS``.
     """
 
     dsc_node_id: str = ""
@@ -441,8 +443,8 @@ class PerfusionNetLogic:
         colour maps and window/level (Tmax 0–10 s), rCBF/rCBV/rMTT when a reference region is given or found,
         a segmentation ``<prefix> Tmax>6s`` with the Tmax > 6 s region (and ``Core (ADC)`` on the ADC grid
         with an ADC map), a table ``<prefix> volumes`` with the hypoperfusion volumes (mL) for all thresholds
-        (and the core, mismatch and ratio when available), and the AIF/VOF plot. Raises NeuroContrastError on invalid parameters or bad
-        input (message from the core).
+        (and the core, mismatch and ratio when available), and the AIF/VOF plot. Raises NeuroContrastError on
+        invalid parameters or bad input (message from the core).
         """
         from neurocontrast.perfusion.pipeline import run_perfusion
 

@@ -654,7 +654,8 @@ def test_network_job_passes_the_vof_adc_and_reference_options(mrml_scene, loaded
     outputs = job.finish()
     assert {"--no-vof-rescale", "--adc", "--dwi", "--reference-mask"} <= set(command)
     assert command[command.index("--vof") + 1] == "auto" and "--vof-mask" not in command
-    assert outputs.result.report["options"]["vof"] == "auto" and outputs.result.report["options"]["vof_rescale"] is False
+    options = outputs.result.report["options"]
+    assert options["vof"] == "auto" and options["vof_rescale"] is False
     assert outputs.result.report["relative_maps"]["reference"] == "given mask"
     in_process = PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, output_prefix="in process"))
     for name in ("cbf", "tmax", "rcbf"):
