@@ -416,16 +416,22 @@ class PerfusionNetLogic:
     def diffusion(self, params: PerfusionNetParameters):
         """The ADC map (and optional DWI) as ``lesion.DiffusionImages`` on the ADC node's own grid (float32, as
         the command line reads files), or None without an ADC map. Raises NeuroContrastError when the DWI is
-        not on the ADC grid."""
+        not on the ADC grid, or the ADC or DWI is under a (not hardened) transform."""
         if not params.adc_node_id:
             return None
         from neurocontrast.perfusion.lesion import DiffusionImages
 
         adc_node = self._node(params.adc_node_id, "ADC map")
+        dwi_node = self._node(params.dwi_node_id, "DWI") if params.dwi_node_id else None
+        for node in (adc_node, dwi_node):
+            transform = node.GetParentTransformNode() if node is not None else None
+            if transform is not None:  # its array and grid would not be where Slicer shows it
+                raise NeuroContrastError(f"'{node.GetName()}' is under the transform '{transform.GetName()}': harden "
+                                         "it (Data module: right-click → Harden transform) before using it for the "
+                                         "core, so that the core lies where the volume is shown")
         geometry = mrml.geometry_from_volume_node(adc_node)
         dwi = None
-        if params.dwi_node_id:
-            dwi_node = self._node(params.dwi_node_id, "DWI")
+        if dwi_node is not None:
             dwi_geometry = mrml.geometry_from_volume_node(dwi_node)
             if not dwi_geometry.same_as(geometry):
                 raise NeuroContrastError(f"the DWI '{dwi_node.GetName()}' is not on the grid of the ADC map "

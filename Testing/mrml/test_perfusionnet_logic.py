@@ -588,6 +588,12 @@ def test_adc_dwi_and_core_choices_are_checked(mrml_scene, loaded, phantom):
                                          "dwi_node_id": dwi_node.GetID()})
     with pytest.raises(NeuroContrastError, match="not on the grid of the ADC map"):
         PerfusionNetLogic(mrml_scene).run(with_dwi)
+    # an ADC under an unhardened transform would give a core where it is not shown: refused
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    adc_node.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(NeuroContrastError, match="Harden transform"):
+        PerfusionNetLogic(mrml_scene).run(PerfusionNetParameters(**{**params.__dict__, "adc_node_id": adc_node.GetID()}))
+    adc_node.SetAndObserveTransformNodeID(None)
     # a DWI on the ADC grid reaches the core's rule (dark low-ADC voxels are not core)
     from neurocontrast.perfusion import lesion
 
