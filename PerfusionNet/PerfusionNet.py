@@ -31,6 +31,41 @@ class PerfusionNet(ScriptedLoadableModule):
         self.parent.acknowledgementText = "Equations after Cao et al. (ST-Net), Østergaard 1996, Wu 2003, Mouridsen 2006."
 
 
+#: The panel's fields: one row per field of PerfusionNetParameters (what the parameter node stores), naming the
+#: widget that shows it and how: "node" (qMRMLNodeComboBox: the node ID), "segment" (qMRMLSegmentSelectorWidget
+#: of the row's node picker: the segment ID, "" unless that picker holds a segmentation), "data" (combo box item
+#: data), "value" (spin box), "text" (line edit), "checked" (check box) and "auto" (check box: "auto" when
+#: ticked, else "mask"). parametersFromUi, uiFromParameters and the change signals are all read from it.
+UI_FIELDS = (
+    ("dsc_node_id", "dscSelector", "node", None),
+    ("aif_node_id", "aifSelector", "node", None),
+    ("aif_segment", "aifSegmentSelector", "segment", "aifSelector"),
+    ("vof_node_id", "vofSelector", "node", None),
+    ("vof_segment", "vofSegmentSelector", "segment", "vofSelector"),
+    ("brain_node_id", "brainSelector", "node", None),
+    ("brain_segment", "brainSegmentSelector", "segment", "brainSelector"),
+    ("core_node_id", "coreSelector", "node", None),
+    ("core_segment", "coreSegmentSelector", "segment", "coreSelector"),
+    ("adc_node_id", "adcSelector", "node", None),
+    ("dwi_node_id", "dwiSelector", "node", None),
+    ("reference_node_id", "referenceSelector", "node", None),
+    ("reference_segment", "referenceSegmentSelector", "segment", "referenceSelector"),
+    ("aif_mode", "autoAifCheckBox", "auto", None),
+    ("vof_mode", "autoVofCheckBox", "auto", None),
+    ("vof_rescale", "vofRescaleCheckBox", "checked", None),
+    ("method", "methodComboBox", "data", None),
+    ("osvd_oi", "osvdOiSpinBox", "value", None),
+    ("svd_threshold", "svdThresholdSpinBox", "value", None),
+    ("tikhonov_lambda", "tikhonovLambdaSpinBox", "value", None),
+    ("tr_s", "trSpinBox", "value", None),
+    ("te_s", "teSpinBox", "value", None),
+    ("output_prefix", "outputPrefixLineEdit", "text", None),
+)
+#: the change signal of each kind of value widget (node pickers and segment selectors are connected apart)
+_CHANGE_SIGNALS = {"auto": "toggled(bool)", "checked": "toggled(bool)", "data": "currentIndexChanged(int)",
+                   "value": "valueChanged(double)", "text": "textChanged(QString)"}
+
+
 def moduleParameterNode():
     """The module's parameter node (singleton tag "PerfusionNet", saved with the scene)."""
     logic = ScriptedLoadableModuleLogic()
@@ -67,28 +102,23 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.methodComboBox.addItem(METHOD_LABELS.get(method, method), method)
         for key, label in SOURCES.items():
             self.ui.delineationSourceComboBox.addItem(label, key)
-        self.segmentPickers = ((self.ui.aifSelector, self.ui.aifSegmentSelector),
-                               (self.ui.vofSelector, self.ui.vofSegmentSelector),
-                               (self.ui.brainSelector, self.ui.brainSegmentSelector),
-                               (self.ui.coreSelector, self.ui.coreSegmentSelector))
+        self.segmentPickers = tuple((getattr(self.ui, picker), getattr(self.ui, name))
+                                    for _, name, kind, picker in UI_FIELDS if kind == "segment")
         for selector, segments in self.segmentPickers:
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, s=segments: self.onSelectorChanged(node, s))
             segments.connect("currentSegmentChanged(QString)", self.onGuiChanged)
         for selector in (self.ui.aifSegmentSelector, self.ui.vofSegmentSelector):
             selector.connect("currentSegmentChanged(QString)", lambda segmentId: self.curvesTimer.start())
-        self.ui.dscSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onGuiChanged)
-        for widget, signal in ((self.ui.methodComboBox, "currentIndexChanged(int)"),
-                               (self.ui.autoAifCheckBox, "toggled(bool)"),
-                               (self.ui.outputPrefixLineEdit, "textChanged(QString)"),
-                               (self.ui.osvdOiSpinBox, "valueChanged(double)"),
-                               (self.ui.svdThresholdSpinBox, "valueChanged(double)"),
-                               (self.ui.tikhonovLambdaSpinBox, "valueChanged(double)"),
-                               (self.ui.trSpinBox, "valueChanged(double)"),
-                               (self.ui.teSpinBox, "valueChanged(double)")):
-            widget.connect(signal, self.onGuiChanged)
+        pickers = {picker for _, _, kind, picker in UI_FIELDS if kind == "segment"}
+        for _, name, kind, _ in UI_FIELDS:
+            if kind == "node" and name not in pickers:  # the pickers of segment rows are connected above
+                getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.onGuiChanged)
+            elif kind in _CHANGE_SIGNALS:
+                getattr(self.ui, name).connect(_CHANGE_SIGNALS[kind], self.onGuiChanged)
         self.ui.updateCurvesButton.connect("clicked()", self.onUpdateCurves)
         self.ui.suggestAifButton.connect("clicked()", self.onSuggestAif)
+        self.ui.suggestVofButton.connect("clicked()", self.onSuggestVof)
         self.ui.editSegmentsButton.connect("clicked()", self.onEditSegments)
         self.ui.applyButton.connect("clicked()", self.onApply)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -136,45 +166,53 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(moduleParameterNode())
 
     def parametersFromUi(self):
-        def nodeId(selector):
-            node = selector.currentNode()
-            return node.GetID() if node else ""
-
-        def segment(selector, segments):
-            node = selector.currentNode()
-            return segments.currentSegmentID() if node is not None and node.IsA("vtkMRMLSegmentationNode") else ""
-
-        ui = self.ui
-        return PerfusionNetParameters(
-            dsc_node_id=nodeId(ui.dscSelector), aif_node_id=nodeId(ui.aifSelector),
-            aif_segment=segment(ui.aifSelector, ui.aifSegmentSelector), vof_node_id=nodeId(ui.vofSelector),
-            vof_segment=segment(ui.vofSelector, ui.vofSegmentSelector), brain_node_id=nodeId(ui.brainSelector),
-            brain_segment=segment(ui.brainSelector, ui.brainSegmentSelector), core_node_id=nodeId(ui.coreSelector),
-            core_segment=segment(ui.coreSelector, ui.coreSegmentSelector),
-            aif_mode="auto" if ui.autoAifCheckBox.checked else "mask",
-            method=ui.methodComboBox.currentData, osvd_oi=ui.osvdOiSpinBox.value,
-            svd_threshold=ui.svdThresholdSpinBox.value, tikhonov_lambda=ui.tikhonovLambdaSpinBox.value,
-            tr_s=ui.trSpinBox.value, te_s=ui.teSpinBox.value, output_prefix=ui.outputPrefixLineEdit.text)
+        """PerfusionNetParameters from the widgets, field by field along UI_FIELDS."""
+        ui, values = self.ui, {}
+        for field, name, kind, picker in UI_FIELDS:
+            widget = getattr(ui, name)
+            if kind == "node":
+                node = widget.currentNode()
+                values[field] = node.GetID() if node else ""
+            elif kind == "segment":
+                node = getattr(ui, picker).currentNode()
+                isSegmentation = node is not None and node.IsA("vtkMRMLSegmentationNode")
+                values[field] = widget.currentSegmentID() if isSegmentation else ""
+            elif kind == "auto":
+                values[field] = "auto" if widget.checked else "mask"
+            elif kind == "checked":
+                values[field] = bool(widget.checked)
+            elif kind == "data":
+                values[field] = widget.currentData
+            elif kind == "value":
+                values[field] = widget.value
+            else:  # text
+                values[field] = widget.text
+        return PerfusionNetParameters(**values)
 
     def uiFromParameters(self, params):
+        """Show ``params`` along UI_FIELDS: node pickers first (the segment lists follow them), segments last."""
         scene, ui = slicer.mrmlScene, self.ui
         self.updatingGui = True
         try:
-            for selector, nodeId in ((ui.dscSelector, params.dsc_node_id), (ui.aifSelector, params.aif_node_id),
-                                     (ui.vofSelector, params.vof_node_id), (ui.brainSelector, params.brain_node_id),
-                                     (ui.coreSelector, params.core_node_id)):
-                selector.setCurrentNode(scene.GetNodeByID(nodeId) if nodeId else None)
-            ui.autoAifCheckBox.checked = params.aif_mode == "auto"
-            ui.methodComboBox.currentIndex = max(0, ui.methodComboBox.findData(params.method))
-            ui.osvdOiSpinBox.value = params.osvd_oi
-            ui.svdThresholdSpinBox.value = params.svd_threshold
-            ui.tikhonovLambdaSpinBox.value = params.tikhonov_lambda
-            ui.trSpinBox.value = params.tr_s
-            ui.teSpinBox.value = params.te_s
-            ui.outputPrefixLineEdit.text = params.output_prefix
-            for (selector, segments), chosen in zip(self.segmentPickers, (params.aif_segment, params.vof_segment,
-                                                                          params.brain_segment, params.core_segment)):
-                segments.setCurrentSegmentID(segment_id(selector.currentNode(), chosen))
+            for kinds in (("node",), ("auto", "checked", "data", "value", "text"), ("segment",)):
+                for field, name, kind, picker in UI_FIELDS:
+                    if kind not in kinds:
+                        continue
+                    widget, value = getattr(ui, name), getattr(params, field)
+                    if kind == "node":
+                        widget.setCurrentNode(scene.GetNodeByID(value) if value else None)
+                    elif kind == "segment":
+                        widget.setCurrentSegmentID(segment_id(getattr(ui, picker).currentNode(), value))
+                    elif kind == "auto":
+                        widget.checked = value == "auto"
+                    elif kind == "checked":
+                        widget.checked = bool(value)
+                    elif kind == "data":
+                        widget.currentIndex = max(0, widget.findData(value))
+                    elif kind == "value":
+                        widget.value = value
+                    else:
+                        widget.text = value
         finally:
             self.updatingGui = False
 
@@ -220,6 +258,12 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("AIF suggestion failed.", waitCursor=True):
             points = self.logic.suggest_aif(self.parametersFromUi(), n_voxels=self.ui.nCandidatesSpinBox.value)
             self.ui.aifSelector.setCurrentNode(points)
+
+    def onSuggestVof(self):
+        with slicer.util.tryWithErrorDisplay("VOF suggestion failed.", waitCursor=True):
+            points = self.logic.suggest_vof(self.parametersFromUi())
+            self.ui.autoVofCheckBox.checked = False  # the points are the VOF now; edit them or tick Automatic
+            self.ui.vofSelector.setCurrentNode(points)
 
     def onEditSegments(self):
         """Paint the AIF and VOF in the Segment Editor on the bolus image; the curves follow the strokes."""

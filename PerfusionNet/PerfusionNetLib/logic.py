@@ -6,7 +6,10 @@ One call per user action of the PerfusionNet panel:
   table node and a plot chart (AIF and VOF together) plus a table of their quality figures;
 - :meth:`PerfusionNetLogic.suggest_aif` -- automatic AIF candidates (``aif.suggest_aif``, Mouridsen 2006) as a
   markups point list the clinician can edit and then use as the AIF;
-- :meth:`PerfusionNetLogic.run` -- ``pipeline.run_perfusion`` with progress; maps as scalar volumes with colour
+- :meth:`PerfusionNetLogic.suggest_vof` -- the automatic VOF (``pipeline.automatic_vof``, superior sagittal
+  sinus) as a markups point list, the voxels a run with the automatic VOF uses;
+- :meth:`PerfusionNetLogic.run` -- ``pipeline.run_perfusion`` with progress (core from a segment or from an
+  ADC map, relative maps to an optional reference region); maps as scalar volumes with colour
   maps and window/level (Tmax 0–10 s), the Tmax > 6 s region as a segmentation, volumes in a table.
 
 Inputs: a 4D DSC series as a volume sequence (Sequences module), its browser, or a multi-volume/vector volume.
@@ -32,6 +35,7 @@ METHOD_LABELS = {"osvd": "oSVD (block-circulant, oscillation index)", "csvd": "c
                  "ssvd": "sSVD (standard)", "tikhonov": "Tikhonov", "stnet": "ST-Net (deep)",
                  "stnet-s": "ST-Net-S (deep, fast CPU option)", "tmaxnet": "AIF-free Tmax network (deep)"}
 AIF_MODES = ("mask", "auto")
+VOF_MODES = ("mask", "auto")
 MAP_ATTRIBUTE = "NeuroContrast.PerfusionMap"
 #: Names defined once in the core, read from there on first use (the core imports scipy: lazily, after the
 #: dependency check): the deconvolution methods, the clinical Tmax threshold and the map units.
@@ -55,9 +59,16 @@ class PerfusionNetParameters:
     """Everything the Apply button needs; kept in the module's parameter node as strings.
 
     Node fields hold MRML node IDs. ``*_segment`` is a segment ID or name (segmentation inputs only; required,
-    no fallback to the first segment). The optional core (e.g. ADC < 620 × 10⁻⁶ mm²/s) adds the mismatch volume and ratio. ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda`` = 0 selects one λ for
-    the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default 0.095 after Wu et al. 2003) and ``svd_threshold``
-    (fraction of the largest singular value for sSVD/cSVD) follow :mod:`neurocontrast.perfusion.deconvolution`.
+    no fallback to the first segment). The optional core (a segment, or an ADC volume ``adc_node_id`` with an
+    optional DWI ``dwi_node_id``: core = ADC < 620 × 10⁻⁶ mm²/s, ``lesion.adc_core``) adds the mismatch volume
+    and ratio. ``aif_mode``/``vof_mode`` "auto" ignore the drawn AIF/VOF and let the core find them
+    (``PerfusionOptions.aif``/``vof``); ``vof_rescale`` False uses the AIF as measured. The optional reference
+    region (``reference_node_id``/``reference_segment``) normalises rCBF, rCBV, rMTT (default: contralateral
+    normal-appearing white matter). ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda``
+    = 0 selects one λ for the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default
+    0.095 after Wu et al. 2003) and ``svd_threshold`` (fraction of the largest singular value for sSVD/cSVD)
+    follow :mod:`neurocontrast.perfusion.deconvolution`. The widget shows each field through one row of
+    ``PerfusionNet.UI_FIELDS``.
     """
 
     dsc_node_id: str = ""
@@ -69,7 +80,13 @@ class PerfusionNetParameters:
     brain_segment: str = ""
     core_node_id: str = ""
     core_segment: str = ""
+    adc_node_id: str = ""
+    dwi_node_id: str = ""
+    reference_node_id: str = ""
+    reference_segment: str = ""
     aif_mode: str = "mask"
+    vof_mode: str = "mask"
+    vof_rescale: bool = True
     method: str = "osvd"
     osvd_oi: float = 0.095
     svd_threshold: float = 0.0
@@ -89,6 +106,16 @@ class PerfusionNetParameters:
         elif (self.aif_mode == "mask" and method_needs_aif(self.method)
               and (not self.aif_node_id or scene.GetNodeByID(self.aif_node_id) is None)):
             out.append("select the AIF (points or segment) or choose the automatic AIF")
+        if self.vof_mode not in VOF_MODES:
+            out.append(f"VOF mode must be one of {', '.join(VOF_MODES)}")
+        for node_id, what in ((self.adc_node_id, "ADC map"), (self.dwi_node_id, "DWI"),
+                              (self.reference_node_id, "reference region")):
+            if node_id and scene.GetNodeByID(node_id) is None:
+                out.append(f"the selected {what} is no longer in the scene")
+        if self.adc_node_id and self.core_node_id:
+            out.append("choose either a core segment or an ADC map for the core, not both")
+        if self.dwi_node_id and not self.adc_node_id:
+            out.append("the DWI only refines the ADC core: select the ADC map too")
         if self.method not in available_methods():
             out.append(f"method '{self.method}' is not available ({', '.join(available_methods())})")
         if self.tr_s < 0 or self.te_s < 0:
@@ -110,7 +137,8 @@ class PerfusionNetParameters:
         if self.svd_threshold > 0:
             svd = svd.with_threshold(self.method, float(self.svd_threshold))
         tikhonov = TikhonovParams(float(self.tikhonov_lambda) if self.tikhonov_lambda > 0 else None)
-        return PerfusionOptions(method=self.method, aif=self.aif_mode, svd=svd, tikhonov=tikhonov)
+        return PerfusionOptions(method=self.method, aif=self.aif_mode, vof=self.vof_mode,
+                                vof_rescale=bool(self.vof_rescale), svd=svd, tikhonov=tikhonov)
 
     def write(self, parameter_node) -> None:
         """Store in a ``vtkMRMLScriptedModuleNode`` (strings)."""
@@ -126,6 +154,10 @@ class PerfusionNetParameters:
             if text in (None, ""):
                 continue
             default = getattr(params, field.name)
+            if isinstance(default, bool):  # written as "True"/"False"; bool("False") would be True
+                if text in ("True", "False"):
+                    setattr(params, field.name, text == "True")
+                continue
             try:
                 setattr(params, field.name, type(default)(text))
             except ValueError:
@@ -234,12 +266,17 @@ class PerfusionNetLogic:
         return mask
 
     def masks(self, params: PerfusionNetParameters, reference) -> Dict[str, Optional[np.ndarray]]:
-        """Bool (Z, Y, X) masks ``aif``, ``vof``, ``brain``, ``core`` (None where not selected) on the DSC grid."""
-        masks = {"aif": self._mask(params.aif_node_id, params.aif_segment, reference, "AIF"),
-                 "vof": self._mask(params.vof_node_id, params.vof_segment, reference, "VOF"),
+        """Bool (Z, Y, X) masks ``aif``, ``vof``, ``brain``, ``core``, ``reference`` (None where not selected,
+        and for the AIF/VOF in the automatic mode) on the DSC grid."""
+        masks = {"aif": (self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
+                         if params.aif_mode == "mask" else None),
+                 "vof": (self._mask(params.vof_node_id, params.vof_segment, reference, "VOF")
+                         if params.vof_mode == "mask" else None),
                  "brain": self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask"),
-                 "core": self._mask(params.core_node_id, params.core_segment, reference, "core")}
-        if params.aif_mode == "mask" and masks["aif"] is not None and masks["vof"] is not None \
+                 "core": self._mask(params.core_node_id, params.core_segment, reference, "core"),
+                 "reference": self._mask(params.reference_node_id, params.reference_segment, reference,
+                                         "reference region")}
+        if masks["aif"] is not None and masks["vof"] is not None \
                 and np.array_equal(masks["aif"], masks["vof"]):
             raise NeuroContrastError("AIF and VOF cover exactly the same voxels (the same segment or points?): "
                                      "the AIF must lie in an artery, the VOF in a large vein (sinus)")
@@ -341,25 +378,79 @@ class PerfusionNetLogic:
             raise NeuroContrastError("no AIF candidate found; place AIF points by hand")
         indices = np.argwhere(mask)
         peaks = delta[:, indices[:, 0], indices[:, 1], indices[:, 2]].max(axis=0)
-        indices = indices[np.argsort(-peaks)]
+        return self._points(reference, indices[np.argsort(-peaks)], name, "AIF")
+
+    def suggest_vof(self, params: PerfusionNetParameters, name: str = "VOF candidates"):
+        """The automatic VOF (``pipeline.automatic_vof``: superior sagittal sinus, late, tall and broad curve
+        near the posterior midline; the same voxels a run with the automatic VOF uses for these inputs) as a
+        markups point list named ``name`` (replaced if present), labelled ``VOF-1``… in order of peak height.
+        The brain mask and the AIF (drawn, or the automatic AIF in that mode) are used as at Apply. Returns the
+        markups node. Raises NeuroContrastError when TE is unknown or no venous bolus is found."""
+        from neurocontrast.perfusion import signal as signal_module
+        from neurocontrast.perfusion.pipeline import automatic_vof
+
+        dsc, reference = self.load_dsc(params)
+        aif = (self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
+               if params.aif_mode == "mask" else None)
+        brain = self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask")
+        mask = automatic_vof(dsc, aif, brain, options=params.options())
+        if not np.any(mask):
+            raise NeuroContrastError("no VOF found near the posterior midline; place VOF points by hand")
+        indices = np.argwhere(mask)
+        curves = dsc.signal[:, indices[:, 0], indices[:, 1], indices[:, 2]]
+        peaks = signal_module.delta_r2star(curves[:, :, None, None], dsc.te_s).max(axis=0).ravel()
+        return self._points(reference, indices[np.argsort(-peaks)], name, "VOF")
+
+    def _points(self, reference, indices, name: str, label: str):
+        """A markups point list ``name`` (replacing one of that name) at the voxel ``indices`` (N, 3) zyx of
+        ``reference``, labelled ``<label>-1``…"""
         positions = mrml.zyx_to_ras(reference, indices)
         scene = self.scene
         mrml.remove_node(_find(scene, "vtkMRMLMarkupsFiducialNode", name), scene)  # with its display node
         points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
         for number, position in enumerate(positions, start=1):
             index = points.AddControlPoint(*[float(v) for v in position])
-            points.SetNthControlPointLabel(index, f"AIF-{number}")
+            points.SetNthControlPointLabel(index, f"{label}-{number}")
         return points
+
+    def diffusion(self, params: PerfusionNetParameters):
+        """The ADC map (and optional DWI) as ``lesion.DiffusionImages`` on the ADC node's own grid (float32, as
+        the command line reads files), or None without an ADC map. Raises NeuroContrastError when the DWI is
+        not on the ADC grid, or the ADC or DWI is under a (not hardened) transform."""
+        if not params.adc_node_id:
+            return None
+        from neurocontrast.perfusion.lesion import DiffusionImages
+
+        adc_node = self._node(params.adc_node_id, "ADC map")
+        dwi_node = self._node(params.dwi_node_id, "DWI") if params.dwi_node_id else None
+        for node in (adc_node, dwi_node):
+            transform = node.GetParentTransformNode() if node is not None else None
+            if transform is not None:  # its array and grid would not be where Slicer shows it
+                raise NeuroContrastError(f"'{node.GetName()}' is under the transform '{transform.GetName()}': harden "
+                                         "it (Data module: right-click → Harden transform) before using it for the "
+                                         "core, so that the core lies where the volume is shown")
+        geometry = mrml.geometry_from_volume_node(adc_node)
+        dwi = None
+        if dwi_node is not None:
+            dwi_geometry = mrml.geometry_from_volume_node(dwi_node)
+            if not dwi_geometry.same_as(geometry):
+                raise NeuroContrastError(f"the DWI '{dwi_node.GetName()}' is not on the grid of the ADC map "
+                                         f"'{adc_node.GetName()}': DWI {dwi_geometry.describe()}, "
+                                         f"ADC {geometry.describe()}")
+            dwi = slicer.util.arrayFromVolume(dwi_node).astype(np.float32)
+        return DiffusionImages(slicer.util.arrayFromVolume(adc_node).astype(np.float32), geometry, dwi,
+                               None, adc_node.GetName())
 
     # ----------------------------------------------------------------------------------------- run
     def run(self, params: PerfusionNetParameters, progress: Optional[ProgressCallback] = None) -> PerfusionNetOutputs:
         """Compute the perfusion maps (``pipeline.run_perfusion``) and add them to the scene.
 
         Outputs (named ``<prefix> CBF`` etc.; reused on a second run): scalar volumes for every map with
-        colour maps and window/level (Tmax 0–10 s), a segmentation ``<prefix> Tmax>6s`` with the Tmax > 6 s
-        region, a table ``<prefix> volumes`` with the hypoperfusion volumes (mL) for all thresholds (and the
-        mismatch when available), and the AIF/VOF plot. Raises NeuroContrastError on invalid parameters or bad
-        input (message from the core).
+        colour maps and window/level (Tmax 0–10 s), rCBF/rCBV/rMTT when a reference region is given or found,
+        a segmentation ``<prefix> Tmax>6s`` with the Tmax > 6 s region (and ``Core (ADC)`` on the ADC grid
+        with an ADC map), a table ``<prefix> volumes`` with the hypoperfusion volumes (mL) for all thresholds
+        (and the core, mismatch and ratio when available), and the AIF/VOF plot. Raises NeuroContrastError on
+        invalid parameters or bad input (message from the core).
         """
         from neurocontrast.perfusion.pipeline import run_perfusion
 
@@ -370,9 +461,10 @@ class PerfusionNetLogic:
         dsc, reference = self.load_dsc(params)
         masks = self.masks(params, reference)
         report(progress, 0.05, f"computing maps ({params.method})")
-        result = run_perfusion(dsc, aif_mask=masks["aif"] if params.aif_mode == "mask" else None,
-                               vof_mask=masks["vof"], brain_mask=masks["brain"], core_mask=masks["core"],
-                               options=params.options(), progress=scaled(progress, 0.05, 0.9))
+        result = run_perfusion(dsc, aif_mask=masks["aif"], vof_mask=masks["vof"], brain_mask=masks["brain"],
+                               core_mask=masks["core"], diffusion=self.diffusion(params),
+                               reference_mask=masks["reference"], options=params.options(),
+                               progress=scaled(progress, 0.05, 0.9))
         report(progress, 0.9, "adding the maps to the scene")
         prefix = params.output_prefix or self._node(params.dsc_node_id, "DSC series").GetName()
         brain = masks["brain"]
@@ -381,7 +473,8 @@ class PerfusionNetLogic:
         map_nodes = {}
         for map_name, values in _result_maps(result).items():
             map_nodes[map_name] = self._map_node(np.asarray(values, np.float32), dsc.geometry, prefix, map_name, brain)
-        segmentation, table = self._hypoperfusion_nodes(result, reference, prefix)
+        adc_node = self.scene.GetNodeByID(params.adc_node_id) if params.adc_node_id else None
+        segmentation, table = self._hypoperfusion_nodes(result, reference, prefix, adc_node)
         chart = None
         curves = _result_curves(result, dsc)
         if curves is not None:
@@ -398,7 +491,7 @@ class PerfusionNetLogic:
         apply_map_display(node, map_name, values, brain)
         return node
 
-    def _hypoperfusion_nodes(self, result, reference, prefix):
+    def _hypoperfusion_nodes(self, result, reference, prefix, adc_node=None):
         scene = self.scene
         hyp = getattr(result, "hypoperfusion", None)
         if hyp is None:
@@ -414,6 +507,10 @@ class PerfusionNetLogic:
         if key is not None:
             mrml.add_segment_from_mask(segmentation, np.asarray(masks[key], bool), reference, "Tmax > 6 s",
                                        (1.0, 0.45, 0.0))
+        core = getattr(result, "core", None)
+        if core is not None and adc_node is not None and np.any(core.mask):  # on the ADC grid
+            mrml.add_segment_from_mask(segmentation, np.asarray(core.mask, bool), adc_node, "Core (ADC)",
+                                       (0.6, 0.0, 0.8))
         volumes = {float(k): float(v) for k, v in dict(hyp.volumes_ml).items()}
         rows = {"Measure": [f"Tmax > {k:g} s" for k in sorted(volumes)],
                 "Value": [round(volumes[k], 2) for k in sorted(volumes)],

@@ -24,7 +24,7 @@ from NeuroContrastLib.runner import IDLE_STATUS, Runner, RunnerFactory, command_
     start_command
 
 #: map files the command may write (``<map>.nii.gz``)
-MAP_FILES = ("cbf", "cbv", "mtt", "tmax", "ttp", "tmax_uncertainty")
+MAP_FILES = ("cbf", "cbv", "mtt", "tmax", "ttp", "tmax_uncertainty", "rcbf", "rcbv", "rmtt")
 
 
 def runs_in_background(method: str) -> bool:
@@ -55,9 +55,16 @@ class NetworkJob:
             # an AIF-free method (the Tmax net) without AIF input: the command line still asks for an AIF
             # source, and "auto" is the one that needs no input from the user
             command += ["--aif", "auto"]
-        for role in ("aif", "vof", "brain", "core"):
+        for role in ("aif", "vof", "brain", "core", "reference"):
             if role in inputs and not (role == "aif" and params.aif_mode == "auto"):
                 command += [f"--{role}-mask", inputs[role]]
+        if params.vof_mode == "auto":
+            command += ["--vof", "auto"]
+        if not params.vof_rescale:
+            command += ["--no-vof-rescale"]
+        for role in ("adc", "dwi"):
+            if role in inputs:
+                command += [f"--{role}", inputs[role]]
         return command
 
     def export_inputs(self, params, folder: str) -> Dict[str, str]:
@@ -73,6 +80,12 @@ class NetworkJob:
             if mask is not None:
                 paths[role] = os.path.join(folder, f"{role}_mask.nii.gz")
                 sitk.WriteImage(dsc.geometry.to_image(mask.astype(np.uint8)), paths[role])
+        diffusion = self.logic.diffusion(params)  # on the ADC's own grid, as the command line reads it
+        if diffusion is not None:
+            for role, image in (("adc", diffusion.adc), ("dwi", diffusion.dwi)):
+                if image is not None:
+                    paths[role] = os.path.join(folder, f"{role}.nii.gz")
+                    sitk.WriteImage(diffusion.geometry.to_image(image), paths[role])
         return paths
 
     def start(self, params) -> Runner:
@@ -121,12 +134,16 @@ class NetworkJob:
             with open(os.path.join(out, "report.json"), encoding="utf-8") as fh:
                 report = json.load(fh)
             hyp_path = os.path.join(out, "hypoperfusion.nii.gz")
-            result = types.SimpleNamespace(report=report, hypoperfusion=None)
+            result = types.SimpleNamespace(report=report, hypoperfusion=None, core=None)
+            core_path = os.path.join(out, "core_adc.nii.gz")
+            if os.path.exists(core_path):  # on the ADC grid
+                result.core = types.SimpleNamespace(mask=sitk.GetArrayFromImage(sitk.ReadImage(core_path)) > 0)
             if os.path.exists(hyp_path):
                 volumes = {float(k[len("tmax_gt_"):-1]): v for k, v in (report.get("volumes_ml") or {}).items()}
                 result.hypoperfusion = types.SimpleNamespace(
                     masks={6.0: sitk.GetArrayFromImage(sitk.ReadImage(hyp_path)) > 0}, volumes_ml=volumes)
-            segmentation, table = logic._hypoperfusion_nodes(result, reference, prefix)
+            adc_node = logic.scene.GetNodeByID(params.adc_node_id) if params.adc_node_id else None
+            segmentation, table = logic._hypoperfusion_nodes(result, reference, prefix, adc_node)
             return PerfusionNetOutputs(map_nodes, segmentation, table, None, result)
         finally:
             self.cleanup()

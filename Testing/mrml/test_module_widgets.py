@@ -589,3 +589,110 @@ def test_perfusionnet_follows_its_parameter_node_and_the_scene_close(fake_slicer
     mrml_scene.InvokeEvent(mrml_scene.EndCloseEvent)
     assert widget.parameterNode is not None
     widget.cleanup()
+
+
+def test_perfusionnet_automatic_vof_rescaling_adc_core_and_reference_region(fake_slicer_app, mrml_scene, phantom):
+    """The panel's VOF mode, Suggest VOF, "Rescale AIF to the VOF", ADC (+ DWI) core and reference region reach
+    the core's PerfusionOptions and run_perfusion, and survive the parameter node."""
+    from NeuroContrastLib import mrml
+    from NeuroContrastLib.sampledata import load_dsc_phantom
+    from neurocontrast.io import DSCSeries
+    from neurocontrast.perfusion.lesion import DiffusionImages
+    from neurocontrast.perfusion.pipeline import run_perfusion
+
+    nodes = load_dsc_phantom(mrml_scene, phantom=phantom)
+    segments, segmentation = nodes["segments"], nodes["segmentation"]
+    reference = mrml.first_frame_node(nodes["sequence"])
+    loaded = load_module_file("PerfusionNet")
+    widget = make_widget(loaded, "PerfusionNet")
+    ui = widget.ui
+    assert ui.vofRescaleCheckBox.checked and not ui.autoVofCheckBox.checked  # defaults as the command line's
+    assert not ui.referenceSegmentSelector.visible or ui.referenceSelector.currentNode() is None
+    ui.dscSelector.setCurrentNode(nodes["sequence"])
+    for selector, segmentSelector, name in ((ui.aifSelector, ui.aifSegmentSelector, "AIF"),
+                                            (ui.vofSelector, ui.vofSegmentSelector, "VOF"),
+                                            (ui.brainSelector, ui.brainSegmentSelector, "Brain")):
+        selector.setCurrentNode(segmentation)
+        segmentSelector.setCurrentSegmentID(segments[name])
+    # Suggest VOF: editable points become the VOF (the automatic mode is off then)
+    ui.autoVofCheckBox.click()
+    ui.suggestVofButton.click()
+    assert ui.vofSelector.currentNode().GetName() == "VOF candidates" and not ui.autoVofCheckBox.checked
+    suggested = mrml.mask_from_markups(ui.vofSelector.currentNode(), reference)
+    dsc = DSCSeries(signal=phantom.signal, geometry=phantom.geometry, tr_s=phantom.tr_s, te_s=phantom.te_s, path=None)
+    automatic = run_perfusion(dsc, phantom.aif_mask, None, phantom.brain_mask, vof="auto")
+    np.testing.assert_array_equal(suggested, automatic.vof_mask)
+    # automatic VOF, no rescaling, ADC core with a DWI, a reference region
+    ui.autoVofCheckBox.click()
+    ui.vofRescaleCheckBox.click()
+    adc = np.where(phantom.brain_mask, 0.8, 0.0).astype(np.float32)
+    adc[(phantom.truth["territory"] == 3) & phantom.brain_mask] = 0.45
+    dwi = np.where(phantom.brain_mask, 100.0, 0.0).astype(np.float32)
+    dwi[(phantom.truth["territory"] == 3) & phantom.brain_mask] = 300.0
+    adc_node = mrml.volume_node_from_array(adc, phantom.geometry, "ADC", mrml_scene)
+    dwi_node = mrml.volume_node_from_array(dwi, phantom.geometry, "DWI", mrml_scene)
+    labelmap = mrml.volume_node_from_array(adc > 0, phantom.geometry, "label", mrml_scene,
+                                           class_name="vtkMRMLLabelMapVolumeNode")
+    ui.adcSelector.setCurrentNode(labelmap)  # a labelmap is no ADC map: the picker does not list it
+    assert ui.adcSelector.currentNode() is None
+    ui.adcSelector.setCurrentNode(adc_node)
+    ui.dwiSelector.setCurrentNode(dwi_node)
+    ref_mask = phantom.brain_mask.copy()
+    ref_mask[:, :, 20:] = False
+    ref_id = mrml.add_segment_from_mask(segmentation, ref_mask, reference, "Reference")
+    ui.referenceSelector.setCurrentNode(segmentation)
+    assert ui.referenceSegmentSelector.visible
+    ui.referenceSegmentSelector.setCurrentSegmentID(ref_id)
+    params = widget.parametersFromUi()
+    assert (params.vof_mode, params.vof_rescale, params.adc_node_id, params.dwi_node_id, params.reference_segment) \
+        == ("auto", False, adc_node.GetID(), dwi_node.GetID(), ref_id)
+    runs = []
+    real_run = widget.logic.run
+    widget.logic.run = lambda p, progress=None: runs.append(real_run(p, progress)) or runs[-1]
+    ui.applyButton.click()
+    assert ui.statusLabel.text.startswith("Done: cbf") and len(runs) == 1
+    direct = run_perfusion(dsc, phantom.aif_mask, None, phantom.brain_mask, vof="auto", vof_rescale=False,
+                           diffusion=DiffusionImages(adc, phantom.geometry, dwi), reference_mask=ref_mask)
+    result = runs[0].result
+    assert result.report["options"]["vof_rescale"] is False and result.report["options"]["vof"] == "auto"
+    np.testing.assert_array_equal(result.aif, result.aif_raw)
+    np.testing.assert_array_equal(result.core_mask, direct.core_mask)
+    assert result.report["relative_maps"]["reference"] == "given mask"
+    for name in ("cbf", "tmax", "rcbf", "rcbv"):
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(runs[0].map_nodes[name]), direct.maps[name])
+    values = dict(zip(mrml.table_column(runs[0].volumes_table, "Measure"),
+                      mrml.table_column(runs[0].volumes_table, "Value")))
+    assert values["Core"] == pytest.approx(direct.report["core_from_adc"]["core_ml"], abs=0.01) and values["Core"] > 0
+    # the parameter node keeps all of it; a new panel (the scene reopened) shows it
+    stored = loaded.PerfusionNetParameters.read(widget.parameterNode)
+    assert stored == params
+    again = make_widget(loaded, "PerfusionNet")
+    assert again.parametersFromUi() == stored
+    assert not again.ui.vofRescaleCheckBox.checked and again.ui.autoVofCheckBox.checked
+    assert again.ui.adcSelector.currentNode() is adc_node
+    widget.cleanup()
+    again.cleanup()
+
+
+def test_perfusionnet_field_table_covers_every_parameter(fake_slicer_app):
+    """One row per PerfusionNetParameters field, each naming a widget of the .ui of the right kind: a field
+    added to the parameters without a widget (or a widget without a field) fails here."""
+    import dataclasses
+
+    loaded = load_module_file("PerfusionNet")
+    widget = make_widget(loaded, "PerfusionNet")
+    rows = loaded.UI_FIELDS
+    assert [row[0] for row in rows] == [f.name for f in dataclasses.fields(loaded.PerfusionNetParameters)]
+    classes = {"node": {"qMRMLNodeComboBox"}, "segment": {"qMRMLSegmentSelectorWidget"}, "auto": {"QCheckBox"},
+               "checked": {"QCheckBox"}, "data": {"QComboBox"}, "value": {"QDoubleSpinBox", "QSpinBox"},
+               "text": {"QLineEdit"}}
+    for field, name, kind, picker in rows:
+        assert getattr(widget.ui, name).qtClass in classes[kind], (field, name)
+        assert (picker is not None) == (kind == "segment")
+    # every field survives the panel: non-default values in, the same values out
+    params = loaded.PerfusionNetParameters(method="tikhonov", tikhonov_lambda=0.25, osvd_oi=0.12, tr_s=1.4,
+                                           te_s=0.03, aif_mode="auto", vof_mode="auto", vof_rescale=False,
+                                           output_prefix="pt 3")
+    widget.uiFromParameters(params)
+    assert widget.parametersFromUi() == params
+    widget.cleanup()

@@ -458,3 +458,216 @@ print("torch imported:", "torch" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "torch imported: False" in out.stdout
+
+
+# ----------------------------------------------------------------------------------------- VOF, ADC, reference
+
+def test_new_panel_fields_round_trip_and_reach_the_core_options(mrml_scene):
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "PerfusionNet")
+    params = PerfusionNetParameters(dsc_node_id="vtkMRMLSequenceNode1", vof_mode="auto", vof_rescale=False,
+                                    adc_node_id="vtkMRMLScalarVolumeNode3", dwi_node_id="vtkMRMLScalarVolumeNode4",
+                                    reference_node_id="vtkMRMLSegmentationNode1", reference_segment="WM")
+    params.write(node)
+    assert PerfusionNetParameters.read(node) == params  # "False" reads back as False, not bool("False")
+    options = params.options()
+    assert options.vof == "auto" and options.vof_rescale is False
+    assert PerfusionNetParameters().options().vof_rescale is True and PerfusionNetParameters().options().vof == "mask"
+    node.SetParameter("vof_rescale", "maybe")  # unreadable: the default
+    assert PerfusionNetParameters.read(node).vof_rescale is True
+
+
+def test_automatic_vof_run_and_suggestion_equal_the_core(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion import signal as signal_mod
+    from neurocontrast.perfusion.pipeline import automatic_vof, run_perfusion
+
+    nodes, params = loaded
+    params.vof_mode = "auto"  # the drawn VOF stays selected and is ignored, as the automatic AIF ignores its mask
+    outputs = PerfusionNetLogic(mrml_scene).run(params)
+    direct = run_perfusion(_dsc(phantom), phantom.aif_mask, None, phantom.brain_mask, vof="auto")
+    assert outputs.result.report["parameters"]["vof"] == "auto"
+    np.testing.assert_array_equal(outputs.result.vof_mask, direct.vof_mask)
+    assert direct.vof_mask.any() and not np.array_equal(direct.vof_mask, phantom.vof_mask)
+    for name, node in outputs.map_nodes.items():
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), direct.maps[name])
+    # Suggest VOF: the same voxels as points, labelled in order of peak height, replacing an earlier list
+    logic = PerfusionNetLogic(mrml_scene)
+    points = logic.suggest_vof(params)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    np.testing.assert_array_equal(mrml.mask_from_markups(points, reference), direct.vof_mask)
+    np.testing.assert_array_equal(automatic_vof(_dsc(phantom), phantom.aif_mask, phantom.brain_mask),
+                                  direct.vof_mask)
+    count = points.GetNumberOfControlPoints()
+    assert [points.GetNthControlPointLabel(i) for i in range(count)] == [f"VOF-{i}" for i in range(1, count + 1)]
+    delta = signal_mod.delta_r2star(phantom.signal, phantom.te_s)
+    peaks = [delta[(slice(None), *idx)].max() for idx in mrml.ras_to_zyx(reference, [
+        points.GetNthControlPointPositionWorld(i) for i in range(count)])]
+    assert peaks == sorted(peaks, reverse=True)
+    points = logic.suggest_vof(params)
+    assert mrml_scene.GetNodesByName("VOF candidates").GetNumberOfItems() == 1
+    # the suggested points used as a drawn VOF give the automatic run's maps
+    drawn = PerfusionNetParameters(**{**params.__dict__, "vof_mode": "mask", "vof_node_id": points.GetID(),
+                                      "vof_segment": "", "output_prefix": "drawn"})
+    tmax = slicer.util.arrayFromVolume(PerfusionNetLogic(mrml_scene).run(drawn).map_nodes["tmax"])
+    np.testing.assert_array_equal(tmax, direct.maps["tmax"])
+
+
+def test_vof_rescale_off_reaches_the_core(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion.pipeline import run_perfusion
+
+    nodes, params = loaded
+    params.vof_rescale = False
+    outputs = PerfusionNetLogic(mrml_scene).run(params)
+    direct = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask, vof_rescale=False)
+    rescaled = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask)
+    np.testing.assert_array_equal(outputs.result.aif, outputs.result.aif_raw)  # the AIF as measured
+    assert not np.allclose(rescaled.aif, rescaled.aif_raw)                   # which rescaling would change
+    for name in ("cbf", "cbv", "tmax"):
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(outputs.map_nodes[name]), direct.maps[name])
+    assert not np.array_equal(direct.maps["cbf"], rescaled.maps["cbf"])
+
+
+def _adc_map(phantom):
+    adc = np.where(phantom.brain_mask, 0.8, 0.0).astype(np.float32)  # 1e-3 mm²/s
+    adc[(phantom.truth["territory"] == 3) & phantom.brain_mask] = 0.45
+    return adc
+
+
+def _values(table):
+    return dict(zip(mrml.table_column(table, "Measure"), mrml.table_column(table, "Value")))
+
+
+def test_core_from_an_adc_volume_equals_the_core(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion import lesion
+    from neurocontrast.perfusion.pipeline import core_from_adc, run_perfusion
+
+    nodes, params = loaded
+    adc = _adc_map(phantom)
+    adc_node = mrml.volume_node_from_array(adc, phantom.geometry, "ADC", mrml_scene)
+    params.adc_node_id = adc_node.GetID()
+    outputs = PerfusionNetLogic(mrml_scene).run(params)
+    diffusion = lesion.DiffusionImages(adc, phantom.geometry)
+    expected = core_from_adc(diffusion, phantom.geometry)
+    assert expected.volume_ml > 0
+    values = _values(outputs.volumes_table)
+    assert values["Core"] == pytest.approx(expected.volume_ml, abs=0.01)
+    direct = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask, diffusion=diffusion)
+    assert values["Mismatch"] == pytest.approx(direct.report["mismatch"]["mismatch_ml"], abs=0.01)
+    np.testing.assert_array_equal(outputs.result.core_mask, expected.mask)  # on the DSC grid: voxel-wise
+    np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Core (ADC)", adc_node),
+                                  expected.mask)
+    # an ADC map on its own (finer) grid: the core on that grid, the mismatch from the volumes
+    fine = np.repeat(np.repeat(adc, 2, axis=1), 2, axis=2)
+    g = phantom.geometry
+    fine_geometry = Geometry((g.size[0] * 2, g.size[1] * 2, g.size[2]), (g.spacing[0] / 2, g.spacing[1] / 2,
+                                                                        g.spacing[2]), g.origin, g.direction)
+    fine_node = mrml.volume_node_from_array(fine, fine_geometry, "ADC fine", mrml_scene)
+    params.adc_node_id = fine_node.GetID()
+    outputs = PerfusionNetLogic(mrml_scene).run(params)
+    expected = core_from_adc(lesion.DiffusionImages(fine, fine_geometry), phantom.geometry)
+    assert _values(outputs.volumes_table)["Core"] == pytest.approx(expected.volume_ml, abs=0.01)
+    assert "grid" in outputs.result.report["mismatch"]
+    np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Core (ADC)",
+                                                         fine_node), expected.mask)
+
+
+def test_adc_dwi_and_core_choices_are_checked(mrml_scene, loaded, phantom):
+    nodes, params = loaded
+    adc = _adc_map(phantom)
+    adc_node = mrml.volume_node_from_array(adc, phantom.geometry, "ADC", mrml_scene)
+    both = PerfusionNetParameters(**{**params.__dict__, "adc_node_id": adc_node.GetID(),
+                                     "core_node_id": nodes["segmentation"].GetID(), "core_segment": "AIF"})
+    assert any("not both" in p for p in both.problems(mrml_scene))
+    dwi_alone = PerfusionNetParameters(**{**params.__dict__, "dwi_node_id": adc_node.GetID()})
+    assert any("select the ADC map" in p for p in dwi_alone.problems(mrml_scene))
+    with pytest.raises(NeuroContrastError, match="not both"):
+        PerfusionNetLogic(mrml_scene).run(both)
+    g = phantom.geometry
+    other = Geometry(g.size, (g.spacing[0] * 2, g.spacing[1], g.spacing[2]), g.origin, g.direction)
+    dwi_node = mrml.volume_node_from_array(adc, other, "DWI", mrml_scene)
+    with_dwi = PerfusionNetParameters(**{**params.__dict__, "adc_node_id": adc_node.GetID(),
+                                         "dwi_node_id": dwi_node.GetID()})
+    with pytest.raises(NeuroContrastError, match="not on the grid of the ADC map"):
+        PerfusionNetLogic(mrml_scene).run(with_dwi)
+    # an ADC under an unhardened transform would give a core where it is not shown: refused
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    adc_node.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(NeuroContrastError, match="Harden transform"):
+        PerfusionNetLogic(mrml_scene).run(PerfusionNetParameters(**{**params.__dict__, "adc_node_id": adc_node.GetID()}))
+    adc_node.SetAndObserveTransformNodeID(None)
+    # a DWI on the ADC grid reaches the core's rule (dark low-ADC voxels are not core)
+    from neurocontrast.perfusion import lesion
+
+    dwi = np.where(phantom.brain_mask, 100.0, 0.0).astype(np.float32)
+    dwi_node = mrml.volume_node_from_array(dwi, phantom.geometry, "DWI dark", mrml_scene)
+    with_dwi.dwi_node_id = dwi_node.GetID()
+    outputs = PerfusionNetLogic(mrml_scene).run(with_dwi)
+    expected = lesion.adc_core(adc, phantom.geometry, dwi=dwi)
+    assert outputs.result.report["core_from_adc"]["core_ml"] == pytest.approx(expected.volume_ml)
+    assert expected.volume_ml < lesion.adc_core(adc, phantom.geometry).volume_ml
+
+
+def test_reference_region_normalises_the_relative_maps(mrml_scene, loaded, phantom):
+    from neurocontrast.perfusion.pipeline import run_perfusion
+
+    nodes, params = loaded
+    from neurocontrast.perfusion.phantom import LABELS
+
+    reference = np.zeros(phantom.brain_mask.shape, bool)
+    reference[:, :, :20] = True  # white matter of the unaffected side
+    reference &= phantom.brain_mask & (phantom.labels == LABELS["white_matter"]) & (phantom.truth["territory"] == 0)
+    assert reference.any()
+    mrml.add_segment_from_mask(nodes["segmentation"], reference, mrml.first_frame_node(nodes["sequence"]), "Ref")
+    params.reference_node_id, params.reference_segment = nodes["segmentation"].GetID(), "Ref"
+    outputs = PerfusionNetLogic(mrml_scene).run(params)
+    direct = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask,
+                           reference_mask=reference)
+    assert outputs.result.report["relative_maps"]["reference"] == "given mask"
+    for name in ("rcbf", "rcbv", "rmtt"):
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(outputs.map_nodes[name]), direct.maps[name])
+    default = run_perfusion(_dsc(phantom), phantom.aif_mask, phantom.vof_mask, phantom.brain_mask)
+    assert not np.array_equal(direct.maps["rcbf"], default.maps["rcbf"])
+
+
+def test_network_job_passes_the_vof_adc_and_reference_options(mrml_scene, loaded, phantom, monkeypatch):
+    """The background path (the networks' subprocess; oSVD here so that it takes seconds) gets the automatic
+    VOF, --no-vof-rescale, the ADC/DWI on their grid and the reference region, and its outputs match an
+    in-process run of the same parameters (to float32 round-off)."""
+    import dataclasses
+    import sys
+
+    from PerfusionNetLib.network_job import NetworkJob
+
+    monkeypatch.setenv("NEUROCONTRAST_PYTHON", sys.executable)
+    nodes, params = loaded
+    adc = _adc_map(phantom)
+    adc_node = mrml.volume_node_from_array(adc, phantom.geometry, "ADC", mrml_scene)
+    dwi = np.where(adc > 0, 100.0, 0.0).astype(np.float32)
+    dwi[adc == 0.45] = 300.0  # the core is DWI-bright
+    dwi_node = mrml.volume_node_from_array(dwi, phantom.geometry, "DWI", mrml_scene)
+    reference = mrml.first_frame_node(nodes["sequence"])
+    ref_mask = phantom.brain_mask.copy()
+    ref_mask[:, :, 20:] = False
+    mrml.add_segment_from_mask(nodes["segmentation"], ref_mask, reference, "Ref")
+    params = dataclasses.replace(params, vof_mode="auto", vof_rescale=False, adc_node_id=adc_node.GetID(),
+                                 dwi_node_id=dwi_node.GetID(), reference_node_id=nodes["segmentation"].GetID(),
+                                 reference_segment="Ref")
+    logic = PerfusionNetLogic(mrml_scene)
+    job = NetworkJob(logic)
+    runner = job.start(params)
+    command = runner.command
+    status = runner.wait(timeout=300)
+    assert status["returncode"] == 0, status["output"]
+    outputs = job.finish()
+    assert {"--no-vof-rescale", "--adc", "--dwi", "--reference-mask"} <= set(command)
+    assert command[command.index("--vof") + 1] == "auto" and "--vof-mask" not in command
+    options = outputs.result.report["options"]
+    assert options["vof"] == "auto" and options["vof_rescale"] is False
+    assert outputs.result.report["relative_maps"]["reference"] == "given mask"
+    in_process = PerfusionNetLogic(mrml_scene).run(dataclasses.replace(params, output_prefix="in process"))
+    for name in ("cbf", "tmax", "rcbf"):
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(outputs.map_nodes[name]),
+                                   slicer.util.arrayFromVolume(in_process.map_nodes[name]), rtol=1e-4, atol=1e-4)
+    values = _values(outputs.volumes_table)
+    assert values["Core"] == pytest.approx(_values(in_process.volumes_table)["Core"], abs=0.01) and values["Core"] > 0
+    np.testing.assert_array_equal(mrml.mask_from_segment(outputs.hypoperfusion_segmentation, "Core (ADC)", adc_node),
+                                  in_process.result.core.mask)

@@ -603,6 +603,31 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
                            baseline_signal=s0, core=core, core_geometry=None if core is None else diffusion.geometry)
 
 
+def automatic_vof(dsc, aif_mask=None, brain_mask=None, *, options: Optional[PerfusionOptions] = None,
+                  progress: Optional[ProgressCallback] = None) -> np.ndarray:
+    """The VOF that :func:`run_perfusion` finds with ``options.vof == "auto"``, for the same inputs, without
+    computing the maps (steps 1-3: inputs, baseline and brain, the automatic AIF when ``options.aif`` is
+    ``"auto"``, then :func:`~neurocontrast.perfusion.aif.suggest_vof` near the posterior midline).
+
+    Parameters as :func:`run_perfusion` (``dsc`` a DSCSeries; masks (Z, Y, X) on its grid). Returns (Z, Y, X)
+    bool, the VOF voxels. Raises NeuroContrastError as :func:`run_perfusion` does, when TE is unknown
+    (ΔR2* needs it), and when no venous bolus is found near the posterior midline (draw the VOF by hand).
+    """
+    options = dataclasses.replace(options or PerfusionOptions(), vof="auto")
+    # without an AIF the VOF is still found (the mean curve of the search region is the arterial reference)
+    checked = options if aif_mask is not None else dataclasses.replace(options, aif="auto")
+    inputs = check_inputs(dsc, aif_mask, None, brain_mask, None, checked)
+    if inputs.te_s is None:
+        raise NeuroContrastError("TE is unknown for this series: the automatic VOF needs ΔR2* (enter TE)")
+    baseline, brain, _ = baseline_and_brain(inputs.signal, inputs.tr_s, inputs.brain_mask)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
+    aif = inputs.aif_mask
+    if options.aif == "auto" and MAP_METHODS[options.method].needs_aif:
+        aif = _automatic_aif(inputs, baseline, brain, progress)
+    return _automatic_vof(inputs, baseline, brain, dsc.geometry, aif, progress)
+
+
 def _automatic_vof(inputs: _Inputs, baseline, brain: np.ndarray, geometry, aif_mask, progress) -> np.ndarray:
     """The automatic VOF (:func:`~neurocontrast.perfusion.aif.suggest_vof`) in the posterior midline region
     around the brain, on the unsmoothed ΔR2*; the AIF's peak (when known) is the arterial reference."""
