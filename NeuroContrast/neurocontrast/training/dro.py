@@ -30,6 +30,7 @@ from typing import Tuple
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.training.datasets import _fft_conv, _smooth  # the same random fields and convolution
 
 GM_FILE = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
 WM_FILE = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
@@ -202,17 +203,6 @@ def gm_wm_masks(dro, threshold: float = 0.8) -> Tuple[np.ndarray, np.ndarray]:
     return normal & (dro.truth["gm"] >= threshold), normal & (dro.truth["wm"] >= threshold)
 
 
-def _smooth(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
-    from scipy import ndimage
-
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return f / (f.std() or 1.0)
-
-
-def _fft_conv(a: np.ndarray, b: np.ndarray, dt: float) -> np.ndarray:
-    n = a.shape[-1]
-    m = 1 << int(np.ceil(np.log2(2 * n)))
-    return np.fft.irfft(np.fft.rfft(a, m) * np.fft.rfft(b, m), m)[..., :n] * dt
 
 
 def _exp_conv(x: np.ndarray, beta: np.ndarray, dt: float) -> np.ndarray:
