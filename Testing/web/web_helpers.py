@@ -76,7 +76,7 @@ def start_server(args, port, log_path, timeout=90.0):
                             stdout=subprocess.PIPE, stderr=log, env=env, cwd=str(REPO))
     line = proc.stdout.readline().decode()
     match = re.search(r"(http://\S+)", line)
-    assert match, f"no link printed: {line!r}; log: {Path(log_path).read_text(encoding="utf-8")[-2000:]}"
+    assert match, f"no link printed: {line!r}; log: {Path(log_path).read_text(encoding='utf-8')[-2000:]}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, Path(log_path).read_text(encoding="utf-8")[-3000:]

@@ -3,7 +3,8 @@
 The series is read once (``io.read_dsc``) into a sequence node named "DSC series" (the page never sees the
 file path). The AIF and the VOF each come from clicked points (markups "AIF" / "VOF") or painted voxels
 (segments "AIF" / "VOF" of the segmentation "AIF/VOF paint", trame-slicer's paint effect); the automatic
-AIF suggestion (``PerfusionNetLogic.suggest_aif``, Mouridsen 2006) fills the AIF points for the user to
+AIF suggestion (``PerfusionNetLogic.suggest_aif``, Mouridsen 2006) and the automatic VOF
+(``PerfusionNetLogic.suggest_vof``, superior sagittal sinus) fill the AIF / VOF points for the user to
 edit, and ``aif_mode="auto"`` lets the pipeline choose. Curves are recomputed on every change
 (``PerfusionNetLogic.compute_curves``). :meth:`PerfusionViewer.compute` is ``PerfusionNetLogic.run``: the
 one place this package calls the perfusion pipeline. Maps show with their colour table, a colour bar
@@ -226,19 +227,27 @@ class PerfusionViewer:
 
     def suggest_aif(self) -> int:
         """Fill the AIF points with the automatic candidates (editable). Returns their number."""
-        candidates = self.logic.suggest_aif(self._params())
-        aif = self.points["aif"]
-        aif.RemoveAllControlPoints()
+        return self._fill_points("aif", self.logic.suggest_aif(self._params()))
+
+    def suggest_vof(self) -> int:
+        """Fill the VOF points with the automatic VOF (``PerfusionNetLogic.suggest_vof``: superior sagittal sinus,
+        the voxels a run with the automatic VOF uses), editable. Returns their number."""
+        return self._fill_points("vof", self.logic.suggest_vof(self._params()))
+
+    def _fill_points(self, role: str, candidates) -> int:
+        """Replace the ``role`` points by the candidates' positions and remove the candidates node."""
+        from NeuroContrastLib.mrml import remove_node
+
+        points = self.points[role]
+        points.RemoveAllControlPoints()
         for i in range(candidates.GetNumberOfControlPoints()):
             position = [0.0, 0.0, 0.0]
             candidates.GetNthControlPointPositionWorld(i, position)
-            aif.AddControlPointWorld(*position)
-        from NeuroContrastLib.mrml import remove_node
-
+            points.AddControlPointWorld(*position)
         remove_node(candidates, self.scene)
-        self.source["aif"] = "points"
+        self.source[role] = "points"
         self.update_curves()
-        return aif.GetNumberOfControlPoints()
+        return points.GetNumberOfControlPoints()
 
     def set_aif_auto(self, auto: bool) -> None:
         """Let the pipeline choose the AIF (``aif_mode="auto"``) instead of the placed one."""

@@ -114,6 +114,8 @@ class PerfusionApp:
                         with html.Div(classes="d-flex flex-wrap mb-2"):
                             v.VBtn("Suggest AIF", id="suggest-aif", size="small", color="primary", classes="mr-1",
                                    click=lambda: self._act(viewer.suggest_aif))
+                            v.VBtn("Suggest VOF", id="suggest-vof", size="small", color="primary", classes="mr-1",
+                                   click=lambda: self._act(viewer.suggest_vof))
                             v.VBtn("Stop placing", size="small", variant="text",
                                    click=lambda: self._act(viewer.stop_placing))
                         v.VCheckbox(model_value=("aif_auto",), label="automatic AIF at compute", density="compact",
