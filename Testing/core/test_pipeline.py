@@ -202,3 +202,13 @@ def test_bad_input_errors(small, case):
              "smoothing": {"smoothing_fwhm_mm": -1.0}}.get(case, {})
     with pytest.raises(NeuroContrastError, match=match):
         run_perfusion(dsc, **kwargs, **extra)
+
+
+def test_a_run_without_vof_says_the_aif_is_not_rescaled(small):
+    """Without a VOF (the Slicer panel allows it) the AIF keeps its partial volume: the report and the log say so,
+    and the rescaled run differs from it; with a VOF there is no such warning."""
+    without = run_perfusion(small.to_dsc(), small.aif_mask, None, small.brain_mask, method="osvd")
+    assert any(w.startswith("no VOF") for w in without.report["warnings"])
+    with_vof = run_perfusion(small.to_dsc(), small.aif_mask, small.vof_mask, small.brain_mask, method="osvd")
+    assert not any(w.startswith("no VOF") for w in with_vof.report["warnings"])
+    assert not np.allclose(without.maps["cbf"], with_vof.maps["cbf"])

@@ -560,6 +560,11 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
             curves = vascular_curves(inputs.signal, inputs.tr_s, inputs.te_s, aif_mask, inputs.vof_mask,
                                      baseline=baseline, vof_rescale=options.vof_rescale)
             baseline = curves.baseline
+            if curves.vof is None and options.vof_rescale:
+                message = ("no VOF: the AIF is used as measured, so absolute CBF and CBV scale with its partial "
+                           "volume (draw a VOF in the superior sagittal sinus, or use the automatic VOF)")
+                log.warning(message)
+                inputs.warnings.append(message)
     clock.lap("aif_s")
     details: Dict[str, Any] = {}
     maps = compute_method_maps(entry, options, dsc, inputs, curves, baseline, brain, scaled(progress, 0.08, 0.9),
