@@ -104,7 +104,7 @@ class PerfusionViewer:
             brain.CreateDefaultDisplayNodes()
             brain.GetDisplayNode().SetVisibility(False)
             mrml.add_segment_from_mask(brain, np.asarray(mask, bool), self.reference, "Brain", (0.9, 0.9, 0.2))
-            self.params.brain_node_id = brain.GetID()
+            self.params.brain_node_id, self.params.brain_segment = brain.GetID(), "Brain"
         del dsc  # the sequence holds the frames
         self.points = {}
         for role, color in (("aif", (0.95, 0.1, 0.1)), ("vof", (0.1, 0.3, 0.95))):
