@@ -64,6 +64,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def options_as_argv(args: argparse.Namespace, actions) -> List[str]:
+    """The options among ``actions`` that ``args`` holds with a value other than their default, as an argv list
+    (longest flag of each; store_true/false/const flags alone; list values spread), in ``actions`` order.
+
+    Used to re-run a command with the options it was given (batch cases, torchrun workers)."""
+    argv: List[str] = []
+    flag_actions = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)
+    for action in actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction) or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, flag_actions):
+            if value == action.const:
+                argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 def _group_help(group_parser: argparse.ArgumentParser):
     def _print_help(_args) -> int:
         group_parser.print_help(sys.stderr)

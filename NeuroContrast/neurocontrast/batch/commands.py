@@ -70,20 +70,9 @@ def register(groups: Dict[str, argparse._SubParsersAction]) -> None:
 
 def shared_argv(args, actions: List[argparse.Action]) -> List[str]:
     """The single-case options given on the batch command line, as argv (options not given are absent)."""
-    argv: List[str] = []
-    for a in actions:
-        if not hasattr(args, a.dest):
-            continue
-        value = getattr(args, a.dest)
-        flag = max(a.option_strings, key=len)
-        if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
-            if value == a.const:
-                argv.append(flag)
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+    from neurocontrast.cli import options_as_argv
+
+    return options_as_argv(args, actions)
 
 
 def _cmd_batch(args) -> int:

@@ -244,20 +244,10 @@ def torchrun_argv(args, command: Tuple[str, ...], parser: argparse.ArgumentParse
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.rdzv}", f"--rdzv-id={args.rdzv_id}"]
     else:
         argv.append("--standalone")
+    from neurocontrast.cli import options_as_argv
+
     argv += ["-m", "neurocontrast", *command]
-    for action in parser._actions:
-        if not action.option_strings or action.dest in LAUNCH_DESTS or isinstance(action, argparse._HelpAction):
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = max(action.option_strings, key=len)
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)):
-            argv.append(flag)
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        else:
-            argv += [flag, str(value)]
+    argv += options_as_argv(args, [a for a in parser._actions if a.dest not in LAUNCH_DESTS])
     return argv
 
 

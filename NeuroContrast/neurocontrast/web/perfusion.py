@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.web.scene import DeferredWork
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def curves_png(curves) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-class PerfusionViewer:
+class PerfusionViewer(DeferredWork):
     """The viewer's operations. Parameters: ``dsc_path`` (4D DSC), ``slicer_app`` (trame-slicer SlicerApp),
     ``te_s``/``tr_s`` (override the file's), ``brain_mask`` (path on the DSC grid or None: automatic),
     ``schedule`` (runs a callable outside the current VTK event; None: queue for :meth:`run_deferred`).
@@ -124,29 +125,10 @@ class PerfusionViewer:
         self.message = ""
         self.progress = 0.0
         self.on_change: Optional[Callable[[], None]] = None
-        self._schedule = schedule
-        self._deferred: List[Callable] = []
+        self._init_deferred(schedule)
         self.show_frame(0, reset=True)
 
     # ------------------------------------------------------------------ plumbing
-    def _defer(self, work: Callable[[], None]) -> None:
-        def run():
-            try:
-                work()
-            except NeuroContrastError as exc:
-                self.message = str(exc)
-            if self.on_change is not None:
-                self.on_change()
-        if self._schedule is not None:
-            self._schedule(run)
-        else:
-            self._deferred.append(run)
-
-    def run_deferred(self) -> None:
-        work, self._deferred = self._deferred, []
-        for run in work:
-            run()
-
     def slice_views(self) -> list:
         return list(self.app.view_manager.get_slice_views())
 

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
+from neurocontrast.web.scene import DeferredWork
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def format_clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-class ReadingStation:
+class ReadingStation(DeferredWork):
     """A reader's reading session on a trame-slicer app.
 
     Parameters
@@ -71,8 +72,7 @@ class ReadingStation:
         self._observed: Dict[str, List[tuple]] = {}
         self._last_heartbeat = 0.0
         self.on_change: Optional[Callable[[], None]] = None  # set by the page: push the new state
-        self._schedule = schedule
-        self._deferred: List[Callable[[], None]] = []
+        self._init_deferred(schedule)
 
     # ------------------------------------------------------------------ state for the page
     @property
@@ -246,24 +246,6 @@ class ReadingStation:
                                                self._on_pending_point)]
         self.app.markups_logic.place_node(line)
         self.activity()
-
-    def _defer(self, work: Callable[[], None]) -> None:
-        def run():
-            try:
-                work()
-            except NeuroContrastError as exc:
-                self.message = str(exc)
-            self._changed()
-        if self._schedule is not None:
-            self._schedule(run)
-        else:
-            self._deferred.append(run)
-
-    def run_deferred(self) -> None:
-        """Run the work queued by view events (when no ``schedule`` was given)."""
-        work, self._deferred = self._deferred, []
-        for run in work:
-            run()
 
     def _on_pending_point(self, caller, _event) -> None:
         if caller.GetNumberOfDefinedControlPoints() >= 2:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Callable, List, Optional, Tuple
 
 from neurocontrast.web import require_web
 
@@ -61,3 +61,38 @@ def link_slice_views(scene) -> None:
     for node in scene.GetNodesByClass("vtkMRMLSliceCompositeNode"):
         node.SetLinkedControl(1)
         node.SetHotLinkedControl(1)
+
+
+class DeferredWork:
+    """Mixin of the web controllers: work triggered inside a VTK event (a click that places a point, a drag that
+    paints) runs outside that event, through ``schedule`` when the app gives one, else when :meth:`run_deferred`
+    is called (tests). A NeuroContrastError of the work becomes ``self.message``; ``self.on_change`` (when set)
+    runs after the work."""
+
+    message: str
+    on_change: Optional[Callable[[], None]]
+
+    def _init_deferred(self, schedule: Optional[Callable[[Callable[[], None]], None]]) -> None:
+        self._schedule = schedule
+        self._deferred: List[Callable[[], None]] = []
+
+    def _defer(self, work: Callable[[], None]) -> None:
+        from neurocontrast.errors import NeuroContrastError
+
+        def run():
+            try:
+                work()
+            except NeuroContrastError as exc:
+                self.message = str(exc)
+            if self.on_change is not None:
+                self.on_change()
+        if self._schedule is not None:
+            self._schedule(run)
+        else:
+            self._deferred.append(run)
+
+    def run_deferred(self) -> None:
+        """Run the work queued by view events (when no ``schedule`` was given)."""
+        work, self._deferred = self._deferred, []
+        for run in work:
+            run()
