@@ -19,19 +19,21 @@ import importlib
 import importlib.util
 import logging
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from neurocontrast import __version__
 
-#: Modules that define ``register(groups)``. Add yours here.
-COMMAND_MODULES: List[str] = [
-    "neurocontrast.perfusion.commands",      # perfusion, phantom, demo, evaluate perfusion
-    "neurocontrast.training.commands",       # train stnet, train tmaxnet
-    "neurocontrast.contrast.commands",       # contrast ..., evaluate contrast, train virtual|differential
-    "neurocontrast.readerstudy.commands",    # reader init|status|analyze
-    "neurocontrast.batch.commands",          # batch perfusion|virtual|amplify
-    "neurocontrast.web.commands",            # web reader|perfusion (extra [web])
-]
+#: Modules that define ``register(groups)``, each with the top-level commands or groups it adds to. Add yours
+#: here. A command line loads only the modules of its command (``neurocontrast perfusion`` does not import
+#: the reader study's statistics or the training code); ``--help`` at the top and unknown words load all.
+COMMAND_MODULES: Dict[str, Tuple[str, ...]] = {
+    "neurocontrast.perfusion.commands": ("perfusion", "phantom", "demo", "evaluate"),
+    "neurocontrast.training.commands": ("train",),                       # train stnet, train tmaxnet
+    "neurocontrast.contrast.commands": ("contrast", "evaluate", "train"),  # contrast ..., train virtual|differential
+    "neurocontrast.readerstudy.commands": ("reader",),                   # reader init|status|analyze|mrmc
+    "neurocontrast.batch.commands": ("batch",),                          # batch perfusion|virtual|amplify
+    "neurocontrast.web.commands": ("web",),                              # web reader|perfusion (extra [web])
+}
 
 GROUPS = {
     "contrast": "virtual gadolinium: virtual, amplify, differential, simulate-lowdose",
@@ -43,8 +45,17 @@ GROUPS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every registered subcommand."""
+def _command_word(argv: Optional[Sequence[str]]) -> Optional[str]:
+    """The first word of ``argv`` that is not an option (the command or group), or None."""
+    for word in argv or ():
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The argument parser. With ``argv``, only the command modules that register its command are loaded
+    (every group stays listed in ``--help``); without it, or for a word no module claims, all of them."""
     parser = argparse.ArgumentParser(
         prog="neurocontrast",
         description="NeuroContrast: DSC perfusion maps, virtual gadolinium and reader studies.")
@@ -56,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         group_parser = top.add_parser(name, help=help_text, description=help_text)
         groups[name] = group_parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
         group_parser.set_defaults(func=_group_help(group_parser))
-    for module_name in COMMAND_MODULES:
+    word = _command_word(argv)
+    wanted = [m for m, words in COMMAND_MODULES.items() if word in words]
+    for module_name in wanted or COMMAND_MODULES:
         if importlib.util.find_spec(module_name) is None:  # a domain not installed in this build
             logging.getLogger(__name__).debug("command module %s is absent", module_name)
             continue
@@ -97,7 +110,8 @@ def _group_help(group_parser: argparse.ArgumentParser):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: parse ``argv`` and run the chosen subcommand. Returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

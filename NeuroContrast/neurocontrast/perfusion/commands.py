@@ -175,7 +175,11 @@ def cmd_perfusion(args) -> int:
                                              te_s=args.te, options=options, overwrite=args.overwrite,
                                              progress=progress)
     vols = result.report.get("volumes_ml", {})
-    print(f"{args.method}: maps written to {args.out} ({len(paths)} files) in {time.perf_counter() - t0:.1f} s")
+    timings = result.report.get("timings_s", {})
+    maps_s = sum(timings.get(k, 0.0) for k in ("read_s", "total_s", "write_s"))
+    png = f", overview.png after {timings['overview_s']:.1f} s more" if "overview_s" in timings else ""
+    print(f"{args.method}: maps read, computed and written to {args.out} ({len(paths)} files) in {maps_s:.1f} s{png} "
+          f"({time.perf_counter() - t0:.1f} s in all)")
     if vols:
         print("hypoperfusion: " + ", ".join(f"{k.replace('tmax_gt_', 'Tmax>')} {v:.1f} mL" for k, v in vols.items()))
     mism = result.report.get("mismatch")

@@ -18,7 +18,6 @@ import logging
 from typing import Dict, Optional, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from neurocontrast.errors import GeometryError, NeuroContrastError
 from neurocontrast.io import Geometry
@@ -56,14 +55,19 @@ class HypoperfusionResult:
 
 def remove_small_islands(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """Drop 26-connected components of ``mask`` with fewer than ``min_voxels`` voxels. (Z,Y,X) bool → bool."""
+    from scipy import ndimage
+
     mask = np.asarray(mask, dtype=bool)
     if min_voxels <= 1 or not mask.any():
         return mask.copy()
-    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]            # label the mask's bounding box only
+    labels, n = ndimage.label(mask[box], structure=np.ones((3,) * mask.ndim, dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= min_voxels
     keep[0] = False
-    return keep[labels]
+    out = np.zeros(mask.shape, bool)
+    out[box] = keep[labels]
+    return out
 
 
 def _check_volume(array: np.ndarray, geometry: Geometry, name: str) -> np.ndarray:
@@ -246,6 +250,8 @@ def adc_core(adc: np.ndarray, geometry: Geometry, *, brain_mask: Optional[np.nda
     GeometryError : a mask or the DWI not on the ADC grid. NeuroContrastError : NaN in the ADC, an empty
     brain, an ADC of unknown unit, parameters out of range.
     """
+    from scipy import ndimage
+
     adc = _check_volume(adc, geometry, "ADC").astype(np.float64)
     if not np.all(np.isfinite(adc)):
         raise NeuroContrastError("the ADC map contains NaN or infinite values")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -30,10 +31,11 @@ import numpy as np
 from neurocontrast.errors import GeometryError, NeuroContrastError
 from neurocontrast.perfusion.deconvolution import (CSVD_THRESHOLD, METHODS, OSVD_OI, SSVD_THRESHOLD,
                                                    TMAX_REFERENCE_MTTS_S, deconvolve, lag_corrected_tmax, osvd,
-                                                   residue_delay_s, residue_peak_s, tikhonov_gcv_lambda,
-                                                   tmax_calibration)
+                                                   OSVD_THRESHOLDS, argmax_rows, residue_delay_s, residue_peak_s,
+                                                   threadpool_limits, tikhonov_gcv_lambda, tmax_calibrations)
 from neurocontrast.perfusion.signal import check_tr, spatial_mask
 from neurocontrast.progress import ProgressCallback, report
+from neurocontrast.threads import thread_map
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class PerfusionMaps:
 def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, method: str = "osvd",
                  brain_mask: Optional[np.ndarray] = None, constants: Optional[PerfusionConstants] = None,
                  progress: Optional[ProgressCallback] = None, chunk_size: int = 32768,
-                 tmax_correction: bool = True, **method_params) -> PerfusionMaps:
+                 tmax_correction: bool = True, n_threads: Optional[int] = None, **method_params) -> PerfusionMaps:
     """CBF, CBV, MTT, Tmax and TTP maps by deconvolution (formulas in the module docstring).
 
     Parameters
@@ -118,7 +120,8 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
     brain_mask : (Z, Y, X) bool, voxels to compute (all voxels when None). Outside it every map is 0.
     constants : :class:`PerfusionConstants` (defaults 0.45, 0.25, 1.04).
     progress : callback(fraction, message).
-    chunk_size : voxels deconvolved per block (bounds the memory to ~ chunk_size·2T·4 bytes per array).
+    chunk_size : voxels deconvolved per block (bounds the memory to ~ chunk_size·2T·4 bytes per array per thread).
+    n_threads : worker threads over the blocks (default: the CPUs this process may use).
     tmax_correction : True (default): Tmax is the residue peak located between frames
         (:func:`~neurocontrast.perfusion.deconvolution.residue_peak_s`) minus the lag that the method's
         regularisation puts on the peak for this AIF (:func:`~neurocontrast.perfusion.deconvolution.
@@ -180,38 +183,48 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
             log.info("Tikhonov λ = %.4g × largest singular value (GCV over %d voxels)", lam, n)
         params["lambda_"] = float(lam)
         details["tikhonov_lambda"] = float(lam)
-    tables: Dict[tuple, tuple] = {}
+    # Tmax lag tables, one per threshold (oSVD: every candidate, cSVD tables) and reference MTT, with one SVD
+    if method == "osvd":
+        table_method, cuts = "csvd", [float(c) for c in (params.get("osvd_thresholds") or OSVD_THRESHOLDS)]
+    elif method == "tikhonov":
+        table_method, cuts = "tikhonov", [params["lambda_"]]
+    else:
+        table_method, cuts = method, [float(params.get(f"{method}_threshold", _SVD_DEFAULT_THRESHOLDS[method]))]
+    tables = tmax_calibrations(aif, tr_s, table_method, cuts, TMAX_REFERENCE_MTTS_S) if tmax_correction else {}
 
-    def _lag_corrected(k: np.ndarray, chosen: Optional[np.ndarray], mtt_est: np.ndarray) -> np.ndarray:
-        peak = residue_peak_s(k, t, tr_s)
-        if method == "osvd":
-            groups = [(("csvd", float(c)), chosen == c) for c in np.unique(chosen)]
-        elif method == "tikhonov":
-            groups = [(("tikhonov", params["lambda_"]), slice(None))]
-        else:
-            cut = params.get(f"{method}_threshold", _SVD_DEFAULT_THRESHOLDS[method])
-            groups = [((method, float(cut)), slice(None))]
+    def _lag_corrected(k: np.ndarray, imax: np.ndarray, chosen: Optional[np.ndarray], mtt_est: np.ndarray) -> np.ndarray:
+        peak = residue_peak_s(k, t, tr_s, index=imax)
+        if chosen is None:
+            return lag_corrected_tmax(peak, mtt_est, tables[cuts[0]])
         out = np.empty_like(peak)
-        for key, sel in groups:
-            if key not in tables:
-                tables[key] = [tmax_calibration(aif, tr_s, key[0], key[1], mtt_s=m) for m in TMAX_REFERENCE_MTTS_S]
-            out[sel] = lag_corrected_tmax(peak[sel], mtt_est[sel], tables[key])
+        order = np.argsort(chosen, kind="stable")       # voxels grouped by their oSVD threshold
+        values, starts = np.unique(chosen[order], return_index=True)
+        for cut, lo, hi in zip(values, starts, list(starts[1:]) + [order.size]):
+            sel = order[lo:hi]
+            nearest = min(cuts, key=lambda c: abs(c - float(cut)))   # ``chosen`` holds the cuts in float32
+            out[sel] = lag_corrected_tmax(peak[sel], mtt_est[sel], tables[nearest])
         return out
 
     report(progress, 0.0, f"{method} deconvolution of {n} voxels")
-    for c0 in range(0, n, chunk_size):
+    done = [0]
+    lock = threading.Lock()
+    contiguous = n == mask.size
+
+    def process(c0: int) -> None:   # one block of voxels; blocks run on worker threads (BLAS and ufuncs free the GIL)
         sl = slice(c0, min(n, c0 + chunk_size))
-        tissue = flat[:, index[sl]].astype(np.float32)
+        # the voxels of a block (a slice, no copy, when every voxel is computed, as the pipeline does)
+        tissue = (flat[:, sl] if contiguous else flat[:, index[sl]]).astype(np.float32, copy=False)
         if not np.all(np.isfinite(tissue)):
             raise NeuroContrastError("delta_r2star contains NaN or infinite values inside the brain mask")
         chosen = None
         if method == "osvd":
             k, chosen = osvd(tissue, aif, tr_s, oi=params.get("osvd_oi", OSVD_OI),
-                             thresholds=params.get("osvd_thresholds"), chunk_size=params.get("chunk_size", 2048))
+                             thresholds=params.get("osvd_thresholds"), chunk_size=params.get("chunk_size", 2048),
+                             n_threads=1)
         else:
             k = deconvolve(tissue, aif, tr_s, method, **params)
         length = k.shape[0]
-        imax = np.argmax(k, axis=0)
+        imax = argmax_rows(k)
         kmax = k[imax, np.arange(k.shape[1])]
         area = np.trapezoid(tissue, dx=tr_s, axis=0)
         cbf[sl] = kmax * (scale * 6000.0)
@@ -219,11 +232,16 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
         if tmax_correction:
             with np.errstate(divide="ignore", invalid="ignore"):
                 mtt_est = area / aif_area / kmax                       # s; non-finite → shortest table
-            tmax[sl] = _lag_corrected(k, chosen, mtt_est)
+            tmax[sl] = _lag_corrected(k, imax, chosen, mtt_est)
         else:
             tmax[sl] = residue_delay_s(imax, t, length, tr_s)
-        ttp[sl] = np.argmax(tissue, axis=0) * tr_s
-        report(progress, sl.stop / n, f"{method}: {sl.stop}/{n} voxels")
+        ttp[sl] = argmax_rows(tissue) * tr_s
+        with lock:
+            done[0] += sl.stop - sl.start
+            report(progress, done[0] / n, f"{method}: {done[0]}/{n} voxels")
+
+    with threadpool_limits(limits=1, user_api="blas"):   # one BLAS thread per worker
+        thread_map(process, range(0, n, chunk_size), n_threads)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 0, cbv / np.where(cbf > 0, cbf, 1.0) * 60.0, 0.0).astype(np.float32)
 
@@ -287,13 +305,13 @@ def contralateral_white_matter(maps: Dict[str, np.ndarray], brain_mask: np.ndarr
     cbv = np.asarray(maps["cbv"], dtype=np.float64)
     if cbv.shape != brain.shape:
         raise GeometryError(f"the CBV map has shape {cbv.shape} but the brain mask has shape {brain.shape}")
-    nz, ny, nx = brain.shape
-    kk, jj, ii = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    index_xyz = np.stack([ii.ravel(), jj.ravel(), kk.ravel()]).astype(np.float64)
-    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
-    lr = (direction @ (index_xyz * np.asarray(geometry.spacing, dtype=np.float64)[:, None]))[0].reshape(brain.shape)
     if not brain.any():
         raise NeuroContrastError("the brain mask is empty: no reference region")
+    # patient left-right (LPS x) of every voxel: direction · (index · spacing), separable over the three axes
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
+    step = direction[0] * np.asarray(geometry.spacing, dtype=np.float64)     # mm of LPS x per index i, j, k
+    lr = (np.arange(brain.shape[2])[None, None, :] * step[0] + np.arange(brain.shape[1])[None, :, None] * step[1]
+          + np.arange(brain.shape[0])[:, None, None] * step[2])
     left = lr > lr[brain].mean()                  # LPS: +x is the patient's left
     side, region = "both", brain.copy()
     if hypoperfused_mask is not None:
@@ -303,7 +321,9 @@ def contralateral_white_matter(maps: Dict[str, np.ndarray], brain_mask: np.ndarr
             side = "right" if n_left > n_right else "left"
             region = brain & (~left if side == "right" else left)
     sx, sy = float(geometry.spacing[0]), float(geometry.spacing[1])
-    depth = np.stack([ndimage.distance_transform_edt(b, sampling=(sy, sx)) for b in brain])
+    depth = np.zeros(brain.shape)
+    for z in np.flatnonzero(brain.any(axis=(1, 2))):   # slices holding brain only
+        depth[z] = ndimage.distance_transform_edt(brain[z], sampling=(sy, sx))
     deep = region & (depth >= depth_mm)
     if "tmax" in maps:
         deep &= np.asarray(maps["tmax"]) <= normal_tmax_s

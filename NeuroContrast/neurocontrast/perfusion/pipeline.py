@@ -400,32 +400,43 @@ def _bounding_box(mask: np.ndarray) -> Tuple[slice, slice, slice]:
 
 
 def tissue_delta_r2star(signal: np.ndarray, te_s: float, baseline, brain_mask: np.ndarray, spacing_xyz,
-                        smoothing_fwhm_mm: float, vessels: Optional[np.ndarray] = None) -> np.ndarray:
+                        smoothing_fwhm_mm: float, vessels: Optional[np.ndarray] = None,
+                        n_threads: Optional[int] = None) -> np.ndarray:
     """Step 4: ΔR2* (Cao eq. 1) of the brain voxels, float32, from the first baseline frame on.
 
     Returns (T − start, N) float32, N = brain voxels in C order (``np.flatnonzero(brain_mask)``). Only
-    the brain voxels are converted; with ``smoothing_fwhm_mm`` > 0 they are smoothed in plane
-    (:func:`smooth_in_mask`) on the brain's bounding box, except ``vessels`` (AIF/VOF voxels), which are
-    neither smoothed nor smeared into their neighbours.
+    the brain voxels are converted, frame by frame over ``n_threads`` threads (default: the available
+    CPUs), with the same conversion as :func:`~neurocontrast.perfusion.signal.delta_r2star`; with
+    ``smoothing_fwhm_mm`` > 0 each frame is then smoothed in plane (:func:`smooth_in_mask`) on the brain's
+    bounding box, except ``vessels`` (AIF/VOF voxels), which are neither smoothed nor smeared into their
+    neighbours.
     """
     from neurocontrast.perfusion import signal as signal_mod
+    from neurocontrast.threads import thread_map
 
+    te_s = signal_mod.check_te(te_s)
     start, stop = int(baseline[0]), int(baseline[1])
-    flat = signal.reshape(signal.shape[0], -1)
-    values = np.take(flat[start:], np.flatnonzero(brain_mask), axis=1)   # (T − start, N) gather
-    dr2 = signal_mod.delta_r2star(values, te_s, (0, stop - start))
-    del values
+    flat = signal.reshape(signal.shape[0], -1)[start:]
+    index = np.flatnonzero(brain_mask)
+    s0 = signal_mod.baseline_signal(np.take(flat[:stop - start], index, axis=1))
+    valid = s0 > 0
+    s0 = np.where(valid, s0, np.float32(1.0))
+    smoother = None
     if smoothing_fwhm_mm:
         box = _bounding_box(brain_mask)
-        brain = brain_mask[box]
-        vessel_box = vessels[box] if vessels is not None else np.zeros(brain.shape, bool)
-        grid = np.zeros((dr2.shape[0],) + brain.shape, np.float32)
-        grid[:, brain] = dr2
-        smoothed = smooth_in_mask(grid, brain & ~vessel_box, spacing_xyz, smoothing_fwhm_mm)[:, brain]
-        keep = vessel_box[brain]
-        if keep.any():
-            smoothed[:, keep] = dr2[:, keep]
-        dr2 = smoothed
+        vessel_box = vessels[box] if vessels is not None else np.zeros(brain_mask[box].shape, bool)
+        smoother = _FrameSmoother(brain_mask[box], ~vessel_box[brain_mask[box]], spacing_xyz, smoothing_fwhm_mm)
+    dr2 = np.empty((flat.shape[0], index.size), np.float32)
+    bad = np.zeros(flat.shape[0], np.int64)
+
+    def convert(t: int) -> None:   # one frame: gather, S/S0, ΔR2*, smoothing (NumPy and ndimage free the GIL)
+        ratio = np.take(flat[t], index).astype(np.float32, copy=False) / s0
+        bad[t] = signal_mod.ratio_to_delta_r2star(ratio[None, :], valid, te_s)   # (1, N): one frame
+        dr2[t] = ratio if smoother is None else smoother(ratio)
+
+    thread_map(convert, range(flat.shape[0]), n_threads)
+    if bad.sum():
+        log.info("delta_r2star: %d sample(s) with S(t) <= 0 set to 1e-3 * S0", int(bad.sum()))
     return dr2
 
 
@@ -780,26 +791,57 @@ def build_report(dsc, inputs: _Inputs, options: PerfusionOptions, entry: MapMeth
     }
 
 
-def smooth_in_mask(values: np.ndarray, mask: np.ndarray, spacing_xyz, fwhm_mm: float) -> np.ndarray:
+def smooth_in_mask(values: np.ndarray, mask: np.ndarray, spacing_xyz, fwhm_mm: float,
+                   n_threads: Optional[int] = None) -> np.ndarray:
     """In-plane Gaussian smoothing of a (T, Z, Y, X) series restricted to ``mask`` (normalised convolution:
     smooth(values·mask)/smooth(mask), so nothing leaks in from outside the brain). ``fwhm_mm`` is the full
     width at half maximum in mm (σ = FWHM/2.355 per axis, divided by the x/y spacing). Returns float32,
-    0 outside the mask. Slices and frames are smoothed independently (DSC slices are thick): one separable
-    scipy.ndimage filter over the whole series (σ = 0 on t and z)."""
-    from scipy import ndimage
+    0 outside the mask. Slices and frames are smoothed independently (DSC slices are thick): scipy.ndimage's
+    Gaussian filter (σ = 0 on z) frame by frame, frames spread over ``n_threads`` threads."""
+    from neurocontrast.threads import thread_map
 
     if fwhm_mm is None or fwhm_mm <= 0:
         return values
-    sx, sy = float(spacing_xyz[0]), float(spacing_xyz[1])
-    sigma = (0.0, fwhm_mm / 2.3548 / sy, fwhm_mm / 2.3548 / sx)
-    m = mask.astype(np.float32)
-    weight = ndimage.gaussian_filter(m, sigma=sigma, mode="constant")
-    safe = np.where(mask, np.maximum(weight, 1e-6), 1.0).astype(np.float32)
-    num = np.asarray(values, dtype=np.float32) * m
-    ndimage.gaussian_filter(num, sigma=(0.0,) + sigma, mode="constant", output=num)
-    num /= safe
-    num[:, ~mask] = 0.0
-    return num
+    mask = np.asarray(mask, dtype=bool)
+    inside = np.asarray(values, dtype=np.float32)[:, mask]
+    smoother = _FrameSmoother(mask, np.ones(inside.shape[1], bool), spacing_xyz, fwhm_mm)
+    out = np.zeros(np.shape(values), np.float32)
+
+    def smooth(t: int) -> None:
+        out[t][mask] = smoother(inside[t])
+
+    thread_map(smooth, range(inside.shape[0]), n_threads)
+    return out
+
+
+class _FrameSmoother:
+    """The normalised in-plane convolution of :func:`smooth_in_mask` on the voxels of ``region`` (Z, Y, X)
+    bool, in C order: ``use`` (N,) bool marks the voxels that are smoothed and contribute (the others, e.g.
+    vessels, keep their values and do not leak). Calling it on one frame's values (N,) float32 returns the
+    smoothed frame (N,) float32; it is thread-safe (scipy.ndimage releases the GIL)."""
+
+    def __init__(self, region: np.ndarray, use: np.ndarray, spacing_xyz, fwhm_mm: float):
+        from scipy import ndimage
+
+        self.shape = region.shape
+        sx, sy = float(spacing_xyz[0]), float(spacing_xyz[1])
+        self.sigma = (0.0, fwhm_mm / 2.3548 / sy, fwhm_mm / 2.3548 / sx)
+        self.use = np.asarray(use, dtype=bool)
+        self.used = np.flatnonzero(region)[self.use]
+        m = np.zeros(region.size, np.float32)
+        m[self.used] = 1.0
+        weight = ndimage.gaussian_filter(m.reshape(self.shape), sigma=self.sigma, mode="constant").ravel()
+        self.inverse = (1.0 / np.maximum(weight[self.used], 1e-6)).astype(np.float32)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        grid = np.zeros(int(np.prod(self.shape)), np.float32)
+        grid[self.used] = values[self.use]
+        grid = ndimage.gaussian_filter(grid.reshape(self.shape), sigma=self.sigma, mode="constant").ravel()
+        out = np.array(values, dtype=np.float32)
+        out[self.use] = grid[self.used] * self.inverse
+        return out
 
 
 def _shift_times(quality: Dict[str, Any], offset_s: float) -> Dict[str, Any]:

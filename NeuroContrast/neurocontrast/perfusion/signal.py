@@ -213,11 +213,7 @@ def delta_r2star(signal: np.ndarray, te_s: float, baseline: Optional[Tuple[int, 
     ------
     NeuroContrastError : te_s missing or <= 0, fewer than 10 frames, NaN/inf, invalid baseline range.
     """
-    if te_s is None or not np.isfinite(te_s) or te_s <= 0:
-        raise NeuroContrastError(f"TE must be a positive echo time in seconds (e.g. 0.03), got {te_s!r}")
-    if te_s > 1.0:
-        raise NeuroContrastError(f"TE = {te_s} s is implausible for DSC (expected ~0.02-0.06 s); "
-                                 "was it given in ms?")
+    check_te(te_s)
     arr = _validate_series(signal)
     if baseline is None:
         baseline = detect_baseline(arr, tr_s)
@@ -225,23 +221,50 @@ def delta_r2star(signal: np.ndarray, te_s: float, baseline: Optional[Tuple[int, 
     if not (0 <= start < stop <= arr.shape[0]):
         raise NeuroContrastError(f"baseline {baseline} is not a frame range within 0..{arr.shape[0]}")
     data = arr.astype(np.float32, copy=False)
-    s0 = data[start:stop].mean(axis=0, dtype=np.float64).astype(np.float32)
-    valid = s0 > 0
-    out = data / np.where(valid, s0, np.float32(1.0))            # S/S0, the one float32 copy
-    if not np.all(valid):                                         # background: ΔR2* = 0
-        if out.ndim == 1:
-            out[:] = 1.0
-        else:
-            out[:, ~valid] = 1.0
-    bad = out <= 0
-    n_bad = int(np.count_nonzero(bad))
+    s0 = baseline_signal(data[start:stop])
+    out = data / np.where(s0 > 0, s0, np.float32(1.0))           # S/S0, the one float32 copy
+    n_bad = ratio_to_delta_r2star(out, s0 > 0, te_s)
     if n_bad:
         log.info("delta_r2star: %d sample(s) with S(t) <= 0 set to 1e-3 * S0", n_bad)
-        np.copyto(out, np.float32(1e-3), where=bad)
-    del bad
-    np.log(out, out=out)
-    out *= np.float32(-1.0 / te_s)
     return out
+
+
+def check_te(te_s) -> float:
+    """The echo time in s, validated for ΔR2*. Raises NeuroContrastError when missing, <= 0 or > 1 s (ms?)."""
+    if te_s is None or not np.isfinite(te_s) or te_s <= 0:
+        raise NeuroContrastError(f"TE must be a positive echo time in seconds (e.g. 0.03), got {te_s!r}")
+    if te_s > 1.0:
+        raise NeuroContrastError(f"TE = {te_s} s is implausible for DSC (expected ~0.02-0.06 s); "
+                                 "was it given in ms?")
+    return float(te_s)
+
+
+def baseline_signal(frames: np.ndarray) -> np.ndarray:
+    """S0: the mean of the baseline ``frames`` (B, ...) per voxel, accumulated in float64. Returns float32 (...)."""
+    return np.asarray(frames).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def ratio_to_delta_r2star(ratio: np.ndarray, valid: np.ndarray, te_s: float) -> int:
+    """In place: S/S0 (float32, time on axis 0, e.g. (T,) one curve or (1, N) one frame) → ΔR2* = −ln(S/S0)/TE
+    in 1/s (Cao et al. eq. 1).
+
+    ``valid`` (the voxel axes of ``ratio``, bool) marks S0 > 0; elsewhere (background) ΔR2* is 0. Samples
+    with S/S0 <= 0 inside the object are evaluated at 1e-3 (the caller logs the returned count).
+    Returns the number of such samples.
+    """
+    if not np.all(valid):
+        if ratio.ndim == 1:
+            ratio[:] = 1.0
+        else:
+            ratio[..., ~valid] = 1.0
+    bad = ratio <= 0
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        np.copyto(ratio, np.float32(1e-3), where=bad)
+    del bad
+    np.log(ratio, out=ratio)
+    ratio *= np.float32(-1.0 / te_s)
+    return n_bad
 
 
 def bolus_arrival(curve: np.ndarray, tr_s: float) -> float:
