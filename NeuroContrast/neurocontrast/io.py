@@ -160,14 +160,58 @@ def read_float_nifti_array(path: str):
     if reader.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         return None
     try:
-        nii = nibabel.load(path)
-        data = np.asanyarray(nii.dataobj)
+        data = _read_gzip_nifti_fast(path)
+        if data is None:
+            data = np.asanyarray(nibabel.load(path).dataobj)
     except (EOFError, OSError, ValueError, nibabel.filebasedimages.ImageFileError) as exc:
         raise NeuroContrastError(f"cannot read image {path}: the file is truncated or damaged ({exc})") from None
     size = tuple(int(s) for s in reader.GetSize())
     if data.shape != size or data.ndim not in (3, 4):
         return None
     return np.asarray(data).T, reader
+
+
+def _read_gzip_nifti_fast(path: str) -> Optional[np.ndarray]:
+    """The voxels of a single-file ``.nii.gz`` as nibabel reads them (its header, dtype and scaling), decompressed
+    by ISA-L (``isal``, on a reader thread) straight into the array: 1.3 s instead of 2.1 s for a 262 MB series
+    (docs/benchmarks.md). None when ``isal`` is not installed or the file is not a gzipped NIfTI-1/2.
+    Raises EOFError on a truncated file."""
+    if not os.fspath(path).endswith(".nii.gz"):
+        return None
+    try:
+        from isal import igzip_threaded
+    except ImportError:
+        return None
+    from io import BytesIO
+
+    import nibabel
+    from nibabel.volumeutils import apply_read_scaling
+
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    if magic != b"\x1f\x8b":
+        return None
+    with igzip_threaded.open(os.fspath(path), "rb", threads=1) as fh:
+        head = fh.read(4)
+        sizeof_hdr = int.from_bytes(head, "little") if head else 0
+        if sizeof_hdr not in (348, 540) and int.from_bytes(head, "big") not in (348, 540):
+            return None
+        header_class = nibabel.Nifti2Header if 540 in (sizeof_hdr, int.from_bytes(head, "big")) else nibabel.Nifti1Header
+        rest = fh.read(header_class.template_dtype.itemsize - 4)
+        header = header_class.from_fileobj(BytesIO(head + rest), check=False)
+        skip = int(header.get_data_offset()) - len(head) - len(rest)
+        if skip < 0 or len(fh.read(skip)) != skip:
+            raise EOFError("the header is cut short")
+        data = np.empty(header.get_data_shape(), header.get_data_dtype(), order="F")
+        view = memoryview(data.reshape(-1, order="A")).cast("B")
+        done = 0
+        while done < view.nbytes:
+            got = fh.readinto(view[done:])
+            if not got:
+                raise EOFError(f"the voxel data end after {done} of {view.nbytes} bytes")
+            done += got
+    slope, inter = header.get_slope_inter()
+    return apply_read_scaling(data, slope, inter)
 
 
 def _read_float_nifti(path: str) -> Optional[sitk.Image]:

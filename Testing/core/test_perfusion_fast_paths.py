@@ -122,3 +122,30 @@ def test_top_level_help_still_lists_every_group_and_command(capsys):
         cli.main(["evaluate", "--help"])
     out = capsys.readouterr().out
     assert "perfusion" in out and "contrast" in out       # both modules registering `evaluate` are loaded
+
+
+@pytest.mark.parametrize("kind", ["nifti1", "nifti2", "big-endian", "scaled"])
+def test_fast_gzip_nifti_read_equals_nibabel(tmp_path, kind):
+    import nibabel
+
+    from neurocontrast.io import _read_gzip_nifti_fast
+
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((6, 5, 4, 12)).astype(">f4" if kind == "big-endian" else np.float32)
+    data[1, 2, 3, 4] = np.nan                       # kept, as nibabel keeps it
+    cls = nibabel.Nifti2Image if kind == "nifti2" else nibabel.Nifti1Image
+    img = cls(data, np.diag([1.8, 1.8, 5.0, 1.0]))
+    if kind == "scaled":
+        img = nibabel.Nifti1Image(rng.integers(0, 1000, (6, 5, 4, 12)).astype(np.int16), np.eye(4))
+        img.header.set_slope_inter(0.5, 10.0)
+    path = tmp_path / "dsc.nii.gz"
+    nibabel.save(img, path)
+    got = _read_gzip_nifti_fast(str(path))
+    want = np.asanyarray(nibabel.load(path).dataobj)
+    assert got is not None and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    raw = path.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(EOFError):
+        _read_gzip_nifti_fast(str(tmp_path / "cut.nii.gz"))
+    assert _read_gzip_nifti_fast(str(tmp_path / "plain.nii")) is None
