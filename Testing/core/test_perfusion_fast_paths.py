@@ -149,3 +149,30 @@ def test_fast_gzip_nifti_read_equals_nibabel(tmp_path, kind):
     with pytest.raises(EOFError):
         _read_gzip_nifti_fast(str(tmp_path / "cut.nii.gz"))
     assert _read_gzip_nifti_fast(str(tmp_path / "plain.nii")) is None
+
+
+def test_scipy_blas_is_loaded_before_compute_maps_limits_the_threads():
+    """Loaded inside a worker, SciPy's OpenBLAS kept its own threads after the first inner limit ended and
+    the two workers thrashed (a first whole-brain call took 50 s instead of 2.6 s)."""
+    code = """
+import sys
+import numpy as np
+from neurocontrast.perfusion import maps
+assert "scipy.linalg" not in sys.modules, "the maps module should not need SciPy's BLAS before a call"
+seen = []
+real = maps.threadpool_limits
+def spy(*args, **kwargs):
+    seen.append("scipy.linalg" in sys.modules)
+    return real(*args, **kwargs)
+maps.threadpool_limits = spy
+t = np.arange(40) * 1.5
+aif = np.where(t > 6, (t - 6) ** 3 * np.exp(-(t - 6) / 1.5), 0.0)
+tissue = np.stack([np.convolve(aif, np.exp(-t / 4))[:40] * 0.01] * 64, axis=1)
+tissue = tissue + np.random.default_rng(0).normal(0, 0.01 * tissue.max(), tissue.shape)
+maps.compute_maps(tissue.reshape(40, 64, 1, 1).astype(np.float32), aif, 1.5, chunk_size=16, n_threads=2)
+print(seen)
+"""
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "NeuroContrast"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[True]"

@@ -240,6 +240,10 @@ def compute_maps(delta_r2star: np.ndarray, aif: np.ndarray, tr_s: float, *, meth
             done[0] += sl.stop - sl.start
             report(progress, done[0] / n, f"{method}: {done[0]}/{n} voxels")
 
+    # SciPy's OpenBLAS (oSVD's sgemm) must be loaded BEFORE the limit is set: loaded inside a worker, its
+    # default threads came back at the first inner context's exit and thrashed the other worker (50 s vs 2.6 s)
+    from scipy.linalg import blas  # noqa: F401
+
     with threadpool_limits(limits=1, user_api="blas"):   # one BLAS thread per worker
         thread_map(process, range(0, n, chunk_size), n_threads)
     with np.errstate(divide="ignore", invalid="ignore"):
