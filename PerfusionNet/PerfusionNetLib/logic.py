@@ -57,13 +57,14 @@ def __getattr__(name):  # PEP 562
 
 @dataclasses.dataclass
 class PerfusionNetParameters:
-    """Everything the Apply button needs; kept in the module's parameter node as strings.
+    """Everything the Apply button needs; kept in the module's parameter node (node fields as node references).
 
-    Node fields hold MRML node IDs. ``*_segment`` is a segment ID or name (segmentation inputs only; required,
-    no fallback to the first segment). The optional core (a segment, or an ADC volume ``adc_node_id`` with an
-    optional DWI ``dwi_node_id``: core = ADC < 620 × 10⁻⁶ mm²/s, ``lesion.adc_core``) adds the mismatch volume
-    and ratio. ``aif_mode``/``vof_mode`` "auto" ignore the drawn AIF/VOF and let the core find them
-    (``PerfusionOptions.aif``/``vof``); ``vof_rescale`` False uses the AIF as measured. The optional reference
+    Node fields (``*_node_id``, :data:`NODE_ID_FIELDS`) hold MRML node IDs ("" for none). ``*_segment`` is a
+    segment ID or name (segmentation inputs only; required, no fallback to the first segment). The optional
+    core (a segment, or an ADC volume ``adc_node_id`` with an optional DWI ``dwi_node_id``: core = ADC < 620 ×
+    10⁻⁶ mm²/s, ``lesion.adc_core``) adds the mismatch volume and ratio. ``aif_mode``/``vof_mode`` "auto"
+    ignore the drawn AIF/VOF and let the core find them (``PerfusionOptions.aif``/``vof``; the live curves and
+    Suggest AIF/VOF show those); ``vof_rescale`` False uses the AIF as measured. The optional reference
     region (``reference_node_id``/``reference_segment``) normalises rCBF, rCBV, rMTT (default: contralateral
     normal-appearing white matter). ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda``
     = 0 selects one λ for the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default
@@ -147,28 +148,25 @@ class PerfusionNetParameters:
                                 vof_rescale=bool(self.vof_rescale), svd=svd, tikhonov=tikhonov)
 
     def write(self, parameter_node) -> None:
-        """Store in a ``vtkMRMLScriptedModuleNode`` (strings)."""
-        for field in dataclasses.fields(self):
-            parameter_node.SetParameter(field.name, str(getattr(self, field.name)))
+        """Store in the module's ``vtkMRMLScriptedModuleNode``: the ``*_node_id`` fields as node references
+        (:data:`NODE_ID_FIELDS`: they follow node-ID changes on scene import and are saved with the scene), the
+        rest as strings (``NeuroContrastLib.parameternode``, as VirtualGadolinium and ReaderStudy)."""
+        from NeuroContrastLib.parameternode import write_parameters
+
+        write_parameters(self, parameter_node, (), NODE_ID_FIELDS)
 
     @classmethod
     def read(cls, parameter_node) -> "PerfusionNetParameters":
-        """Read back what :meth:`write` stored (missing or unreadable entries keep their defaults)."""
-        params = cls()
-        for field in dataclasses.fields(cls):
-            text = parameter_node.GetParameter(field.name)
-            if text in (None, ""):
-                continue
-            default = getattr(params, field.name)
-            if isinstance(default, bool):  # written as "True"/"False"; bool("False") would be True
-                if text in ("True", "False"):
-                    setattr(params, field.name, text == "True")
-                continue
-            try:
-                setattr(params, field.name, type(default)(text))
-            except ValueError:
-                continue
-        return params
+        """Read back what :meth:`write` stored (missing or unreadable entries keep their defaults; a node
+        field reads the ID of the node it references, "" for none)."""
+        from NeuroContrastLib.parameternode import read_parameters
+
+        return read_parameters(cls, parameter_node, (), NODE_ID_FIELDS)
+
+
+#: The fields of :class:`PerfusionNetParameters` that hold MRML node IDs (node references in the parameter node).
+NODE_ID_FIELDS = tuple(field.name for field in dataclasses.fields(PerfusionNetParameters)
+                       if field.name.endswith("_node_id"))
 
 
 def available_methods() -> Tuple[str, ...]:

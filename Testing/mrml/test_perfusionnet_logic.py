@@ -53,6 +53,39 @@ def test_parameters_round_trip_through_the_parameter_node(mrml_scene):
     assert (default.csvd_threshold, default.ssvd_threshold) == (0.1, 0.2)
 
 
+def test_node_fields_are_node_references_that_follow_a_scene_import(mrml_scene):
+    """The node fields live in the parameter node as node references (as in VirtualGadolinium and ReaderStudy),
+    not as ID strings: a scene imported into one that already uses those IDs gets new IDs, and the parameters
+    then name the imported nodes, not the nodes that happened to hold the old IDs."""
+    from PerfusionNetLib.logic import NODE_ID_FIELDS
+
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF points")
+    segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segments")
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "PerfusionNet")
+    params = PerfusionNetParameters(dsc_node_id=segmentation.GetID(), aif_node_id=points.GetID(),
+                                    brain_node_id=segmentation.GetID(), brain_segment="Brain")
+    params.write(node)
+    assert set(NODE_ID_FIELDS) == {"dsc_node_id", "aif_node_id", "vof_node_id", "brain_node_id", "core_node_id",
+                                   "adc_node_id", "dwi_node_id", "reference_node_id"}
+    assert node.GetNodeReference("aif_node_id") is points and node.GetParameter("aif_node_id") == ""
+    assert node.GetNodeReferenceID("vof_node_id") is None  # "" stores no reference
+    mrml_scene.SetSaveToXMLString(1)
+    mrml_scene.Commit()
+    xml = mrml_scene.GetSceneXMLString()
+    mrml_scene.SetLoadFromXMLString(1)
+    mrml_scene.SetSceneXMLString(xml)
+    mrml_scene.Import()  # every imported node's ID is taken: the copies get new IDs
+    imported = [n for n in (mrml_scene.GetNthNodeByClass(i, "vtkMRMLScriptedModuleNode") for i in range(
+        mrml_scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode"))) if n is not node]
+    assert len(imported) == 1
+    back = PerfusionNetParameters.read(imported[0])
+    copy_points, copy_segmentation = mrml_scene.GetNodeByID(back.aif_node_id), mrml_scene.GetNodeByID(back.dsc_node_id)
+    assert copy_points is not points and copy_points.GetName() == "AIF points"
+    assert copy_segmentation is not segmentation and copy_segmentation.GetName() == "Segments"
+    assert back.brain_node_id == back.dsc_node_id and (back.vof_node_id, back.brain_segment) == ("", "Brain")
+    assert PerfusionNetParameters.read(node) == params  # the original node is untouched
+
+
 def test_parameter_problems(mrml_scene, loaded):
     assert PerfusionNetParameters().problems(mrml_scene)[0] == "select the 4D DSC series"
     nodes, params = loaded
