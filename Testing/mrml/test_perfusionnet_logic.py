@@ -330,6 +330,14 @@ def test_suggest_aif_places_the_automatic_aif_of_a_run(mrml_scene, loaded, phant
     np.testing.assert_array_equal(mrml.mask_from_markups(points, reference), run.aif_mask)
     zyx = mrml.ras_to_zyx(reference, [points.GetNthControlPointPositionWorld(i) for i in range(count)])
     assert sorted(map(list, zyx)) == sorted(run.report["aif_points_zyx"])  # what the run's report lists
+    # without TE there is no ΔR2*: refused, also for an AIF-free method (whose run checks no TE)
+    from neurocontrast.perfusion.parameters import PerfusionOptions
+
+    no_te = DSCSeries(signal=phantom.signal, geometry=phantom.geometry, tr_s=phantom.tr_s, te_s=None, path=None)
+    with pytest.raises(NeuroContrastError, match="TE is unknown"):
+        automatic_aif(no_te, brain_mask, options=PerfusionOptions(method="tmaxnet"))
+    with pytest.raises(NeuroContrastError, match="TE must be"):
+        automatic_aif(no_te, brain_mask)
     # ordered by peak height of the run's ΔR2*, and a second suggestion replaces the first
     peaks = _pipeline_peaks(phantom, points, reference, run.aif_mask, None)
     assert peaks == sorted(peaks, reverse=True)
