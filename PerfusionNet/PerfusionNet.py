@@ -108,8 +108,10 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, s=segments: self.onSelectorChanged(node, s))
             segments.connect("currentSegmentChanged(QString)", self.onGuiChanged)
-        for selector in (self.ui.aifSegmentSelector, self.ui.vofSegmentSelector):
+        for selector in (self.ui.aifSegmentSelector, self.ui.vofSegmentSelector, self.ui.brainSegmentSelector):
             selector.connect("currentSegmentChanged(QString)", lambda segmentId: self.curvesTimer.start())
+        for checkBox in (self.ui.autoAifCheckBox, self.ui.autoVofCheckBox):  # the curves a run would use
+            checkBox.connect("toggled(bool)", lambda checked: self.curvesTimer.start())
         pickers = {picker for _, _, kind, picker in UI_FIELDS if kind == "segment"}
         for _, name, kind, _ in UI_FIELDS:
             if kind == "node" and name not in pickers:  # the pickers of segment rows are connected above
@@ -240,7 +242,7 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUpdateCurves(self):
         params = self.parametersFromUi()
-        if not params.dsc_node_id or not (params.aif_node_id or params.vof_node_id):
+        if not params.has_curve_inputs():
             return
         try:
             curves, chart = self.logic.update_curves(params)
@@ -256,7 +258,8 @@ class PerfusionNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSuggestAif(self):
         with slicer.util.tryWithErrorDisplay("AIF suggestion failed.", waitCursor=True):
-            points = self.logic.suggest_aif(self.parametersFromUi(), n_voxels=self.ui.nCandidatesSpinBox.value)
+            points = self.logic.suggest_aif(self.parametersFromUi())
+            self.ui.autoAifCheckBox.checked = False  # the points are the AIF now; edit them or tick Automatic
             self.ui.aifSelector.setCurrentNode(points)
 
     def onSuggestVof(self):

@@ -135,9 +135,10 @@ def _selected_segmentation(scene, params) -> Optional[object]:
 
 def curves_summary(curves) -> str:
     """The status line under the curves: voxel counts and the AIF quality figures (peak, time to peak, FWHM,
-    SNR; ``aif.aif_quality``) of ``Curves``, ``nan`` where a figure is unavailable."""
+    SNR; ``aif.aif_quality``) of ``Curves``, ``nan`` where a figure is unavailable; "AIF (automatic)" /
+    "VOF (automatic)" when the curve is the core's automatic one (``Curves.label``)."""
     nan = float("nan")
     q = curves.aif_quality
-    return (f"AIF: {curves.aif_voxels} voxel(s), peak {q.get('peak', nan):.3g} {curves.unit}, "
+    return (f"{curves.label('AIF')}: {curves.aif_voxels} voxel(s), peak {q.get('peak', nan):.3g} {curves.unit}, "
             f"TTP {q.get('time_to_peak_s', nan):.3g} s, FWHM {q.get('fwhm_s', nan):.3g} s, "
-            f"SNR {q.get('snr', nan):.3g}; VOF: {curves.vof_voxels} voxel(s)")
+            f"SNR {q.get('snr', nan):.3g}; {curves.label('VOF')}: {curves.vof_voxels} voxel(s)")

@@ -2,10 +2,11 @@
 
 One call per user action of the PerfusionNet panel:
 
-- :meth:`PerfusionNetLogic.update_curves` -- AIF and VOF ΔR2*(t) curves from markups points or segments into a
-  table node and a plot chart (AIF and VOF together) plus a table of their quality figures;
-- :meth:`PerfusionNetLogic.suggest_aif` -- automatic AIF candidates (``aif.suggest_aif``, Mouridsen 2006) as a
-  markups point list the clinician can edit and then use as the AIF;
+- :meth:`PerfusionNetLogic.update_curves` -- the AIF and VOF ΔR2*(t) curves a run with the current settings uses
+  (markups points or segments, or the automatic AIF/VOF in the automatic modes, labelled so) into a table node
+  and a plot chart (AIF and VOF together) plus a table of their quality figures;
+- :meth:`PerfusionNetLogic.suggest_aif` -- the automatic AIF (``pipeline.automatic_aif``, Mouridsen 2006; the
+  voxels a run with the automatic AIF uses) as a markups point list the clinician can edit and then use as the AIF;
 - :meth:`PerfusionNetLogic.suggest_vof` -- the automatic VOF (``pipeline.automatic_vof``, superior sagittal
   sinus) as a markups point list, the voxels a run with the automatic VOF uses;
 - :meth:`PerfusionNetLogic.run` -- ``pipeline.run_perfusion`` with progress (core from a segment or from an
@@ -56,13 +57,14 @@ def __getattr__(name):  # PEP 562
 
 @dataclasses.dataclass
 class PerfusionNetParameters:
-    """Everything the Apply button needs; kept in the module's parameter node as strings.
+    """Everything the Apply button needs; kept in the module's parameter node (node fields as node references).
 
-    Node fields hold MRML node IDs. ``*_segment`` is a segment ID or name (segmentation inputs only; required,
-    no fallback to the first segment). The optional core (a segment, or an ADC volume ``adc_node_id`` with an
-    optional DWI ``dwi_node_id``: core = ADC < 620 × 10⁻⁶ mm²/s, ``lesion.adc_core``) adds the mismatch volume
-    and ratio. ``aif_mode``/``vof_mode`` "auto" ignore the drawn AIF/VOF and let the core find them
-    (``PerfusionOptions.aif``/``vof``); ``vof_rescale`` False uses the AIF as measured. The optional reference
+    Node fields (``*_node_id``, :data:`NODE_ID_FIELDS`) hold MRML node IDs ("" for none). ``*_segment`` is a
+    segment ID or name (segmentation inputs only; required, no fallback to the first segment). The optional
+    core (a segment, or an ADC volume ``adc_node_id`` with an optional DWI ``dwi_node_id``: core = ADC < 620 ×
+    10⁻⁶ mm²/s, ``lesion.adc_core``) adds the mismatch volume and ratio. ``aif_mode``/``vof_mode`` "auto"
+    ignore the drawn AIF/VOF and let the core find them (``PerfusionOptions.aif``/``vof``; the live curves and
+    Suggest AIF/VOF show those); ``vof_rescale`` False uses the AIF as measured. The optional reference
     region (``reference_node_id``/``reference_segment``) normalises rCBF, rCBV, rMTT (default: contralateral
     normal-appearing white matter). ``tr_s``/``te_s`` = 0 take the values from the data. ``tikhonov_lambda``
     = 0 selects one λ for the series by generalised cross-validation. ``osvd_oi`` (oscillation index, default
@@ -127,6 +129,11 @@ class PerfusionNetParameters:
     def is_valid(self, scene=None) -> bool:
         return not self.problems(scene)
 
+    def has_curve_inputs(self) -> bool:
+        """True when the panel has curves to show: a DSC series and a drawn AIF or VOF, or an automatic mode."""
+        return bool(self.dsc_node_id) and bool(self.aif_node_id or self.vof_node_id or self.aif_mode == "auto"
+                                              or self.vof_mode == "auto")
+
     def options(self):
         """The core's :class:`~neurocontrast.perfusion.parameters.PerfusionOptions` for these fields: the
         panel's one SVD threshold goes to the chosen method's own field (sSVD or cSVD), λ = 0 means one λ by
@@ -141,28 +148,25 @@ class PerfusionNetParameters:
                                 vof_rescale=bool(self.vof_rescale), svd=svd, tikhonov=tikhonov)
 
     def write(self, parameter_node) -> None:
-        """Store in a ``vtkMRMLScriptedModuleNode`` (strings)."""
-        for field in dataclasses.fields(self):
-            parameter_node.SetParameter(field.name, str(getattr(self, field.name)))
+        """Store in the module's ``vtkMRMLScriptedModuleNode``: the ``*_node_id`` fields as node references
+        (:data:`NODE_ID_FIELDS`: they follow node-ID changes on scene import and are saved with the scene), the
+        rest as strings (``NeuroContrastLib.parameternode``, as VirtualGadolinium and ReaderStudy)."""
+        from NeuroContrastLib.parameternode import write_parameters
+
+        write_parameters(self, parameter_node, (), NODE_ID_FIELDS)
 
     @classmethod
     def read(cls, parameter_node) -> "PerfusionNetParameters":
-        """Read back what :meth:`write` stored (missing or unreadable entries keep their defaults)."""
-        params = cls()
-        for field in dataclasses.fields(cls):
-            text = parameter_node.GetParameter(field.name)
-            if text in (None, ""):
-                continue
-            default = getattr(params, field.name)
-            if isinstance(default, bool):  # written as "True"/"False"; bool("False") would be True
-                if text in ("True", "False"):
-                    setattr(params, field.name, text == "True")
-                continue
-            try:
-                setattr(params, field.name, type(default)(text))
-            except ValueError:
-                continue
-        return params
+        """Read back what :meth:`write` stored (missing or unreadable entries keep their defaults; a node
+        field reads the ID of the node it references, "" for none)."""
+        from NeuroContrastLib.parameternode import read_parameters
+
+        return read_parameters(cls, parameter_node, (), NODE_ID_FIELDS)
+
+
+#: The fields of :class:`PerfusionNetParameters` that hold MRML node IDs (node references in the parameter node).
+NODE_ID_FIELDS = tuple(field.name for field in dataclasses.fields(PerfusionNetParameters)
+                       if field.name.endswith("_node_id"))
 
 
 def available_methods() -> Tuple[str, ...]:
@@ -185,8 +189,10 @@ def method_needs_aif(method: str) -> bool:
 @dataclasses.dataclass
 class Curves:
     """AIF/VOF curves: ``times_s`` (T′,) s from the first frame of the series (from the first steady-state
-    baseline frame on, as the pipeline uses them), ``aif``/``vof`` (T′,) ΔR2* in 1/s (``unit``), their quality figures (``aif.aif_quality``), voxel counts, and after a run the AIF
-    before VOF rescaling (``aif_raw``; None when equal or unknown)."""
+    baseline frame on, as the pipeline uses them), ``aif``/``vof`` (T′,) ΔR2* in 1/s (``unit``), their quality
+    figures (``aif.aif_quality``), voxel counts, after a run the AIF before VOF rescaling (``aif_raw``; None when
+    equal or unknown), and whether the AIF/VOF is the core's automatic one (``aif_automatic``/``vof_automatic``;
+    :meth:`label` names the curve so)."""
 
     times_s: np.ndarray
     aif: Optional[np.ndarray]
@@ -197,6 +203,13 @@ class Curves:
     vof_voxels: int
     unit: str
     aif_raw: Optional[np.ndarray] = None
+    aif_automatic: bool = False
+    vof_automatic: bool = False
+
+    def label(self, role: str) -> str:
+        """``"AIF"``/``"VOF"`` (``role``), with " (automatic)" when that curve is the automatic one."""
+        automatic = {"AIF": self.aif_automatic, "VOF": self.vof_automatic}[role]
+        return f"{role} (automatic)" if automatic else role
 
 
 @dataclasses.dataclass
@@ -216,6 +229,7 @@ class PerfusionNetLogic:
     def __init__(self, scene=None):
         self._scene = scene
         self._dsc_cache = None  # (key, DSCSeries, reference node): live curve updates read the series once
+        self._automatic_cache: Dict[Any, Any] = {}  # the automatic AIF/VOF of that series, by brain/AIF/method
 
     @property
     def scene(self):
@@ -283,22 +297,95 @@ class PerfusionNetLogic:
         return masks
 
     # ----------------------------------------------------------------------------------------- curves
+    def _automatic_aif(self, params: PerfusionNetParameters, dsc, brain: Optional[np.ndarray]) -> np.ndarray:
+        """``pipeline.automatic_aif`` for the series ``dsc`` of :meth:`load_dsc` and the selected brain mask
+        (None: the run's automatic one), cached for the live curves."""
+        from neurocontrast.perfusion.pipeline import automatic_aif
+
+        options = params.options()
+        return self._cached(dsc, ("aif", repr(options), _mask_key(brain)),
+                            lambda: automatic_aif(dsc, brain, options=options))
+
+    def _automatic_vof(self, params: PerfusionNetParameters, aif: Optional[np.ndarray], dsc,
+                       brain: Optional[np.ndarray]) -> np.ndarray:
+        """``pipeline.automatic_vof`` with the AIF ``aif`` the run uses (drawn, automatic or None), cached."""
+        from neurocontrast.perfusion.pipeline import automatic_vof
+
+        # the run hands its automatic AIF to the VOF search: given here too, so that it is not searched twice
+        options = dataclasses.replace(params.options(), aif="mask")
+        return self._cached(dsc, ("vof", repr(options), _mask_key(brain), _mask_key(aif)),
+                            lambda: automatic_vof(dsc, aif, brain, options=options))
+
+    def _cached(self, dsc, key, compute) -> np.ndarray:
+        """``compute()`` once per ``key`` while ``dsc`` is the cached series of :meth:`load_dsc` (a copy)."""
+        if self._dsc_cache is None or self._dsc_cache[1] is not dsc:
+            return compute()
+        if self._automatic_cache.get("series") != self._dsc_cache[0]:
+            self._automatic_cache = {"series": self._dsc_cache[0]}
+        if key not in self._automatic_cache:
+            self._automatic_cache[key] = compute()
+        return self._automatic_cache[key].copy()
+
+    def vessel_masks(self, params: PerfusionNetParameters) -> Dict[str, Any]:
+        """The AIF and VOF a run with these parameters uses.
+
+        The drawn AIF/VOF in the "mask" modes; in the "auto" modes the core's automatic AIF
+        (``pipeline.automatic_aif``; none for an AIF-free method) and the automatic VOF found with that AIF
+        (``pipeline.automatic_vof``), as :func:`~neurocontrast.perfusion.pipeline.run_perfusion` finds them.
+        The automatic ones are cached while the series, brain mask, AIF and options are unchanged.
+
+        Parameters
+        ----------
+        params : PerfusionNetParameters
+            The panel's parameters.
+
+        Returns
+        -------
+        dict
+            ``"aif"``, ``"vof"``: (Z, Y, X) bool on the DSC grid, or None;
+            ``"aif_automatic"``, ``"vof_automatic"``: bool, True where that mask is the automatic one;
+            ``"dsc"``: the DSCSeries of :meth:`load_dsc`;
+            ``"reference"``: its first-frame volume node;
+            ``"brain"``: the selected brain mask (Z, Y, X) bool, or None (the run's automatic one is used).
+
+        Raises
+        ------
+        NeuroContrastError
+            A selection that covers no voxel or lies outside the series; TE unknown in an automatic mode; no
+            arterial voxel or no venous bolus found by the automatic search.
+        """
+        dsc, reference = self.load_dsc(params)
+        brain = self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask")
+        aif_auto, vof_auto = params.aif_mode == "auto", params.vof_mode == "auto"
+        if aif_auto:
+            aif = self._automatic_aif(params, dsc, brain) if method_needs_aif(params.method) else None
+        else:
+            aif = self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
+        vof = (self._automatic_vof(params, aif, dsc, brain) if vof_auto
+               else self._mask(params.vof_node_id, params.vof_segment, reference, "VOF"))
+        return {"aif": aif, "vof": vof, "aif_automatic": aif_auto and aif is not None, "vof_automatic": vof_auto,
+                "dsc": dsc, "reference": reference, "brain": brain}
+
     def compute_curves(self, params: PerfusionNetParameters) -> Curves:
-        """Mean ΔR2*(t) in the AIF and VOF voxels and their quality figures, computed by the pipeline's own
-        :func:`~neurocontrast.perfusion.pipeline.vascular_curves` (the same baseline, frames and units as
-        a run; the AIF shown as measured, before VOF rescaling). Raises NeuroContrastError if neither AIF nor
-        VOF is selected, or TE is unknown (ΔR2* needs it; the maps do not depend on its value).
+        """Mean ΔR2*(t) in the AIF and VOF voxels a run with these parameters uses (:meth:`vessel_masks`: the
+        drawn ones, or the automatic AIF/VOF in the "auto" modes) and their quality figures, computed by the
+        pipeline's own :func:`~neurocontrast.perfusion.pipeline.vascular_curves` (the same baseline, frames and
+        units as a run; the AIF shown as measured, before VOF rescaling). ``Curves.aif_automatic`` and
+        ``vof_automatic`` say which curve is automatic. Raises NeuroContrastError if neither AIF nor VOF is
+        selected (or automatic), or TE is unknown (ΔR2* needs it; the maps do not depend on its value).
         """
         from neurocontrast.perfusion.pipeline import vascular_curves
 
-        dsc, reference = self.load_dsc(params)
-        aif_mask = self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
-        vof_mask = self._mask(params.vof_node_id, params.vof_segment, reference, "VOF")
-        if aif_mask is None and vof_mask is None:
+        if params.aif_mode != "auto" and params.vof_mode != "auto" and not (params.aif_node_id or params.vof_node_id):
             raise NeuroContrastError("select AIF and/or VOF points or segments to show their curves")
+        dsc, _ = self.load_dsc(params)
         if not dsc.te_s:
             raise NeuroContrastError("TE is unknown for this series: enter TE (s) to show the ΔR2* curves "
                                      "(the maps do not depend on its value; the curves' scale in 1/s does)")
+        vessels = self.vessel_masks(params)
+        aif_mask, vof_mask = vessels["aif"], vessels["vof"]
+        if aif_mask is None and vof_mask is None:
+            raise NeuroContrastError("select AIF and/or VOF points or segments to show their curves")
         found = vascular_curves(dsc.signal, dsc.tr_s, dsc.te_s, aif_mask, vof_mask, vof_rescale=False)
 
         def q(value):
@@ -306,7 +393,8 @@ class PerfusionNetLogic:
 
         return Curves(found.times_s, found.aif_raw, found.vof, q(found.aif_quality), q(found.vof_quality),
                       int(aif_mask.sum()) if aif_mask is not None else 0,
-                      int(vof_mask.sum()) if vof_mask is not None else 0, found.unit)
+                      int(vof_mask.sum()) if vof_mask is not None else 0, found.unit,
+                      aif_automatic=vessels["aif_automatic"], vof_automatic=vessels["vof_automatic"])
 
     def show_curves(self, curves: Curves, name: str = "PerfusionNet curves"):
         """Write curves into a table node and a plot chart (AIF red, VOF blue) and the quality figures into a
@@ -314,19 +402,21 @@ class PerfusionNetLogic:
         scene = self.scene
         columns = {"Time (s)": curves.times_s.tolist()}
         series_colors = {}
+        aif_label, vof_label = curves.label("AIF"), curves.label("VOF")
         if curves.aif is not None:
-            columns["AIF"] = curves.aif.tolist()
-            series_colors["AIF"] = (0.9, 0.1, 0.1)
+            columns[aif_label] = curves.aif.tolist()
+            series_colors[aif_label] = (0.9, 0.1, 0.1)
         if curves.aif_raw is not None:
-            columns["AIF before VOF rescaling"] = curves.aif_raw.tolist()
-            series_colors["AIF before VOF rescaling"] = (0.95, 0.6, 0.6)
+            columns[f"{aif_label} before VOF rescaling"] = curves.aif_raw.tolist()
+            series_colors[f"{aif_label} before VOF rescaling"] = (0.95, 0.6, 0.6)
         if curves.vof is not None:
-            columns["VOF"] = curves.vof.tolist()
-            series_colors["VOF"] = (0.1, 0.3, 0.95)
+            columns[vof_label] = curves.vof.tolist()
+            series_colors[vof_label] = (0.1, 0.3, 0.95)
         table = mrml.table_node_from_columns(columns, name, scene, node=_find(scene, "vtkMRMLTableNode", name))
         chart_name = f"{name} chart"
         chart = _find(scene, "vtkMRMLPlotChartNode", chart_name) or scene.AddNewNodeByClass(
             "vtkMRMLPlotChartNode", chart_name)
+        previous = {chart.GetNthPlotSeriesNodeID(i) for i in range(chart.GetNumberOfPlotSeriesNodes())}
         chart.RemoveAllPlotSeriesNodeIDs()
         for column, color in series_colors.items():
             series_name = f"{name} {column}"
@@ -340,13 +430,16 @@ class PerfusionNetLogic:
             series.SetMarkerSize(4)
             series.SetColor(*color)
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        chart.SetTitle("AIF and VOF")
+            previous.discard(series.GetID())
+        for series_id in previous:  # a curve no longer shown (e.g. "VOF" after switching to the automatic VOF)
+            mrml.remove_node(scene.GetNodeByID(series_id), scene)
+        chart.SetTitle(f"{aif_label} and {vof_label}")
         chart.SetXAxisTitle("Time (s)")
         chart.SetYAxisTitle(f"ΔR2* ({curves.unit})" if curves.unit == "1/s" else "−ln(S/S0) (TE unknown)")
         figures = sorted(set(curves.aif_quality) | set(curves.vof_quality))
         quality = {"Figure": figures,
-                   "AIF": [_fmt(curves.aif_quality.get(f)) for f in figures],
-                   "VOF": [_fmt(curves.vof_quality.get(f)) for f in figures]}
+                   aif_label: [_fmt(curves.aif_quality.get(f)) for f in figures],
+                   vof_label: [_fmt(curves.vof_quality.get(f)) for f in figures]}
         quality_name = f"{name} quality"
         quality_table = mrml.table_node_from_columns(quality, quality_name, scene,
                                                      node=_find(scene, "vtkMRMLTableNode", quality_name))
@@ -359,47 +452,34 @@ class PerfusionNetLogic:
         return curves, chart
 
     # ----------------------------------------------------------------------------------------- suggest
-    def suggest_aif(self, params: PerfusionNetParameters, n_voxels: int = 10, seed: int = 0,
-                    name: str = "AIF candidates"):
-        """Automatic AIF candidates (``aif.suggest_aif``: Mouridsen et al. 2006 clustering) as a markups
-        point list named ``name`` (replaced if present), one point per voxel, labelled ``AIF-1``… in order of
-        peak height. The brain mask, if selected, limits the search. Returns the markups node."""
-        from neurocontrast.perfusion import aif as aif_module
-        from neurocontrast.perfusion import signal as signal_module
-
+    def suggest_aif(self, params: PerfusionNetParameters, name: str = "AIF candidates"):
+        """The automatic AIF (``pipeline.automatic_aif``: Mouridsen et al. 2006 clustering on the brain's
+        ΔR2*; exactly the voxels a run with the automatic AIF uses for these inputs) as a markups point list
+        named ``name`` (replaced if present) the clinician can edit and then use as the AIF, one point per
+        voxel, labelled ``AIF-1``… in order of peak height of the run's ΔR2* of each voxel. The brain mask,
+        if selected, limits the search (else the run's automatic brain mask). Returns the markups node.
+        Raises NeuroContrastError when TE is unknown or no arterial voxel is found."""
         dsc, reference = self.load_dsc(params)
         if not dsc.te_s:
             raise NeuroContrastError("TE is unknown for this series: enter TE (s) to compute ΔR2*")
         brain = self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask")
-        delta = signal_module.delta_r2star(dsc.signal, dsc.te_s)
-        mask = np.asarray(aif_module.suggest_aif(delta, dsc.tr_s, brain_mask=brain, n_voxels=int(n_voxels),
-                                                 seed=seed), dtype=bool)
+        mask = self._automatic_aif(params, dsc, brain)
         if not np.any(mask):
             raise NeuroContrastError("no AIF candidate found; place AIF points by hand")
-        indices = np.argwhere(mask)
-        peaks = delta[:, indices[:, 0], indices[:, 1], indices[:, 2]].max(axis=0)
-        return self._points(reference, indices[np.argsort(-peaks)], name, "AIF")
+        return self._points(reference, _by_peak(dsc, mask, mask, None), name, "AIF")
 
     def suggest_vof(self, params: PerfusionNetParameters, name: str = "VOF candidates"):
         """The automatic VOF (``pipeline.automatic_vof``: superior sagittal sinus, late, tall and broad curve
         near the posterior midline; the same voxels a run with the automatic VOF uses for these inputs) as a
-        markups point list named ``name`` (replaced if present), labelled ``VOF-1``… in order of peak height.
-        The brain mask and the AIF (drawn, or the automatic AIF in that mode) are used as at Apply. Returns the
-        markups node. Raises NeuroContrastError when TE is unknown or no venous bolus is found."""
-        from neurocontrast.perfusion import signal as signal_module
-        from neurocontrast.perfusion.pipeline import automatic_vof
-
-        dsc, reference = self.load_dsc(params)
-        aif = (self._mask(params.aif_node_id, params.aif_segment, reference, "AIF")
-               if params.aif_mode == "mask" else None)
-        brain = self._mask(params.brain_node_id, params.brain_segment, reference, "brain mask")
-        mask = automatic_vof(dsc, aif, brain, options=params.options())
-        if not np.any(mask):
+        markups point list named ``name`` (replaced if present), labelled ``VOF-1``… in order of peak height of
+        the run's ΔR2* of each voxel. The brain mask and the AIF (drawn, or the automatic AIF in that mode) are
+        used as at Apply. Returns the markups node. Raises NeuroContrastError when TE is unknown or no venous
+        bolus is found."""
+        vessels = self.vessel_masks(dataclasses.replace(params, vof_mode="auto"))
+        if not np.any(vessels["vof"]):
             raise NeuroContrastError("no VOF found near the posterior midline; place VOF points by hand")
-        indices = np.argwhere(mask)
-        curves = dsc.signal[:, indices[:, 0], indices[:, 1], indices[:, 2]]
-        peaks = signal_module.delta_r2star(curves[:, :, None, None], dsc.te_s).max(axis=0).ravel()
-        return self._points(reference, indices[np.argsort(-peaks)], name, "VOF")
+        return self._points(vessels["reference"], _by_peak(vessels["dsc"], vessels["vof"], vessels["aif"],
+                                                           vessels["vof"]), name, "VOF")
 
     def _points(self, reference, indices, name: str, label: str):
         """A markups point list ``name`` (replacing one of that name) at the voxel ``indices`` (N, 3) zyx of
@@ -554,12 +634,35 @@ def _result_curves(result, dsc) -> Optional[Curves]:
 
     raw = getattr(result, "aif_raw", None)
     aif_mask, vof_mask = getattr(result, "aif_mask", None), getattr(result, "vof_mask", None)
+    modes = report_dict.get("parameters") or {}
     return Curves(np.asarray(getattr(result, "times_s", np.arange(dsc.signal.shape[0]) * dsc.tr_s), float),
                   None if aif is None else np.asarray(aif, float), None if vof is None else np.asarray(vof, float),
                   q(report_dict.get("aif_quality")), q(report_dict.get("vof_quality")),
                   int(np.sum(aif_mask)) if aif_mask is not None else 0,
                   int(np.sum(vof_mask)) if vof_mask is not None else 0, "1/s",
-                  aif_raw=None if raw is None or aif is None or np.allclose(raw, aif) else np.asarray(raw, float))
+                  aif_raw=None if raw is None or aif is None or np.allclose(raw, aif) else np.asarray(raw, float),
+                  aif_automatic=aif is not None and modes.get("aif") == "auto",
+                  vof_automatic=vof is not None and modes.get("vof") == "auto")
+
+
+def _mask_key(mask: Optional[np.ndarray]):
+    """A hashable fingerprint of a bool (Z, Y, X) mask (None stays None), for the automatic AIF/VOF cache."""
+    if mask is None:
+        return None
+    import hashlib
+
+    return mask.shape, hashlib.sha1(np.packbits(mask)).hexdigest()
+
+
+def _by_peak(dsc, voxels: np.ndarray, aif: Optional[np.ndarray], vof: Optional[np.ndarray]) -> np.ndarray:
+    """The (N, 3) zyx indices of ``voxels`` in order of decreasing ΔR2* peak, ΔR2* as the run computes it for
+    the AIF/VOF curves (``pipeline.vascular_curves``' baseline for ``aif`` and ``vof``, then
+    ``pipeline.tissue_delta_r2star`` of each voxel, unsmoothed); ties keep the C order."""
+    from neurocontrast.perfusion.pipeline import tissue_delta_r2star, vascular_curves
+
+    baseline = vascular_curves(dsc.signal, dsc.tr_s, dsc.te_s, aif, vof, vof_rescale=False).baseline
+    peaks = tissue_delta_r2star(dsc.signal, dsc.te_s, baseline, voxels, dsc.geometry.spacing, 0.0).max(axis=0)
+    return np.argwhere(voxels)[np.argsort(-peaks, kind="stable")]
 
 
 def _threshold_key(masks: Dict, threshold: float):

@@ -122,8 +122,12 @@ def test_perfusionnet_widget_curves_suggest_apply(fake_slicer_app, mrml_scene, p
     fake_slicer_app.run_timers()
     assert ui.curvesStatusLabel.text.startswith(f"AIF: {int(phantom.aif_mask.sum())} voxel(s)")
     assert fake_slicer_app.charts
-    ui.suggestAifButton.click()
-    assert ui.aifSelector.currentNode().GetName() == "AIF candidates"
+    # ticking Automatic AIF shows the automatic AIF's curve (the drawn one stays selected, unused)
+    ui.autoAifCheckBox.click()
+    fake_slicer_app.run_timers()
+    assert ui.curvesStatusLabel.text.startswith("AIF (automatic): ")
+    ui.suggestAifButton.click()  # the automatic AIF as points: they are the AIF now, the mode is off
+    assert ui.aifSelector.currentNode().GetName() == "AIF candidates" and not ui.autoAifCheckBox.checked
     assert not ui.aifSegmentSelector.visible and widget.parametersFromUi().aif_segment == ""
     ui.aifSelector.setCurrentNode(nodes["segmentation"])
     ui.aifSegmentSelector.setCurrentSegmentID(segments["AIF"])
@@ -624,6 +628,8 @@ def test_perfusionnet_automatic_vof_rescaling_adc_core_and_reference_region(fake
     np.testing.assert_array_equal(suggested, automatic.vof_mask)
     # automatic VOF, no rescaling, ADC core with a DWI, a reference region
     ui.autoVofCheckBox.click()
+    fake_slicer_app.run_timers()  # the live curves follow the mode: the automatic VOF's
+    assert ui.curvesStatusLabel.text.endswith(f"VOF (automatic): {int(automatic.vof_mask.sum())} voxel(s)")
     ui.vofRescaleCheckBox.click()
     adc = np.where(phantom.brain_mask, 0.8, 0.0).astype(np.float32)
     adc[(phantom.truth["territory"] == 3) & phantom.brain_mask] = 0.45

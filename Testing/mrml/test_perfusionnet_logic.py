@@ -53,6 +53,39 @@ def test_parameters_round_trip_through_the_parameter_node(mrml_scene):
     assert (default.csvd_threshold, default.ssvd_threshold) == (0.1, 0.2)
 
 
+def test_node_fields_are_node_references_that_follow_a_scene_import(mrml_scene):
+    """The node fields live in the parameter node as node references (as in VirtualGadolinium and ReaderStudy),
+    not as ID strings: a scene imported into one that already uses those IDs gets new IDs, and the parameters
+    then name the imported nodes, not the nodes that happened to hold the old IDs."""
+    from PerfusionNetLib.logic import NODE_ID_FIELDS
+
+    points = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "AIF points")
+    segmentation = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segments")
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "PerfusionNet")
+    params = PerfusionNetParameters(dsc_node_id=segmentation.GetID(), aif_node_id=points.GetID(),
+                                    brain_node_id=segmentation.GetID(), brain_segment="Brain")
+    params.write(node)
+    assert set(NODE_ID_FIELDS) == {"dsc_node_id", "aif_node_id", "vof_node_id", "brain_node_id", "core_node_id",
+                                   "adc_node_id", "dwi_node_id", "reference_node_id"}
+    assert node.GetNodeReference("aif_node_id") is points and node.GetParameter("aif_node_id") == ""
+    assert node.GetNodeReferenceID("vof_node_id") is None  # "" stores no reference
+    mrml_scene.SetSaveToXMLString(1)
+    mrml_scene.Commit()
+    xml = mrml_scene.GetSceneXMLString()
+    mrml_scene.SetLoadFromXMLString(1)
+    mrml_scene.SetSceneXMLString(xml)
+    mrml_scene.Import()  # every imported node's ID is taken: the copies get new IDs
+    imported = [n for n in (mrml_scene.GetNthNodeByClass(i, "vtkMRMLScriptedModuleNode") for i in range(
+        mrml_scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode"))) if n is not node]
+    assert len(imported) == 1
+    back = PerfusionNetParameters.read(imported[0])
+    copy_points, copy_segmentation = mrml_scene.GetNodeByID(back.aif_node_id), mrml_scene.GetNodeByID(back.dsc_node_id)
+    assert copy_points is not points and copy_points.GetName() == "AIF points"
+    assert copy_segmentation is not segmentation and copy_segmentation.GetName() == "Segments"
+    assert back.brain_node_id == back.dsc_node_id and (back.vof_node_id, back.brain_segment) == ("", "Brain")
+    assert PerfusionNetParameters.read(node) == params  # the original node is untouched
+
+
 def test_parameter_problems(mrml_scene, loaded):
     assert PerfusionNetParameters().problems(mrml_scene)[0] == "select the 4D DSC series"
     nodes, params = loaded
@@ -198,27 +231,125 @@ def test_curves_from_markups_points(mrml_scene, loaded, phantom):
     assert by_points.vof is None
 
 
-def test_suggest_aif_places_editable_points(mrml_scene, loaded, phantom):
-    from neurocontrast.perfusion import aif as aif_mod
-    from neurocontrast.perfusion import signal as signal_mod
+def test_live_curves_in_the_automatic_modes_are_the_curves_of_the_run(mrml_scene, loaded, phantom, monkeypatch):
+    """In the automatic VOF/AIF modes the panel's curves are the automatic VOF/AIF a run with these settings
+    uses (not the drawn ones that stay selected), labelled "(automatic)" in the plot, the quality table and the
+    status line; the automatic search runs once while nothing it depends on changes."""
+    import dataclasses
+
+    from neurocontrast.perfusion import pipeline
+    from PerfusionNetLib.delineation import curves_summary
 
     nodes, params = loaded
-    points = PerfusionNetLogic(mrml_scene).suggest_aif(params, n_voxels=6)
+    dsc = _dsc(phantom)
+    logic = PerfusionNetLogic(mrml_scene)
+    auto_vof = dataclasses.replace(params, vof_mode="auto")
+    curves, chart = logic.update_curves(auto_vof)
+    run = pipeline.run_perfusion(dsc, phantom.aif_mask, None, phantom.brain_mask, vof="auto", vof_rescale=False)
+    assert not np.array_equal(run.vof_mask, phantom.vof_mask)  # the drawn VOF would give another curve
+    np.testing.assert_allclose(curves.vof, run.vof, rtol=1e-6)
+    np.testing.assert_allclose(curves.aif, run.aif_raw, rtol=1e-6)
+    np.testing.assert_allclose(curves.times_s, run.times_s)
+    assert (curves.vof_voxels, curves.aif_voxels) == (int(run.vof_mask.sum()), int(phantom.aif_mask.sum()))
+    assert curves.vof_automatic and not curves.aif_automatic
+    series = sorted(chart.GetNthPlotSeriesNode(i).GetYColumnName() for i in range(chart.GetNumberOfPlotSeriesNodes()))
+    assert series == ["AIF", "VOF (automatic)"] and chart.GetTitle() == "AIF and VOF (automatic)"
+    quality = mrml_scene.GetFirstNodeByName("PerfusionNet curves quality")
+    assert quality.GetTable().GetColumnByName("VOF (automatic)") is not None
+    text = curves_summary(curves)
+    assert text.startswith("AIF: ") and text.endswith(f"VOF (automatic): {int(run.vof_mask.sum())} voxel(s)")
+    # the automatic AIF (and the VOF found with it), also with nothing drawn: what the run uses
+    both = dataclasses.replace(params, aif_mode="auto", vof_mode="auto", aif_node_id="", aif_segment="",
+                               vof_node_id="", vof_segment="")
+    assert both.has_curve_inputs()
+    assert not dataclasses.replace(both, aif_mode="mask", vof_mode="mask").has_curve_inputs()
+    calls = []
+    real = pipeline.automatic_aif
+    monkeypatch.setattr(pipeline, "automatic_aif", lambda *a, **k: calls.append(1) or real(*a, **k))
+    curves, chart = logic.update_curves(both)
+    run = pipeline.run_perfusion(dsc, None, None, phantom.brain_mask, aif="auto", vof="auto", vof_rescale=False)
+    np.testing.assert_allclose(curves.aif, run.aif_raw, rtol=1e-6)
+    np.testing.assert_allclose(curves.vof, run.vof, rtol=1e-6)
+    assert (curves.aif_voxels, curves.vof_voxels) == (int(run.aif_mask.sum()), int(run.vof_mask.sum()))
+    assert curves.aif_automatic and curves.vof_automatic
+    assert curves_summary(curves).startswith(f"AIF (automatic): {int(run.aif_mask.sum())} voxel(s)")
+    logic.update_curves(both)  # nothing changed: the automatic AIF is not searched again
+    assert len(calls) == 1
+    # an AIF-free method uses no AIF in the automatic mode: no AIF curve
+    tmaxnet = logic.compute_curves(dataclasses.replace(params, aif_mode="auto", method="tmaxnet"))
+    assert tmaxnet.aif is None and not tmaxnet.aif_automatic and tmaxnet.vof_voxels == int(phantom.vof_mask.sum())
+    # back to the drawn curves: the automatic series leave the chart and the scene
+    _, chart = logic.update_curves(params)
+    assert sorted(chart.GetNthPlotSeriesNode(i).GetYColumnName()
+                  for i in range(chart.GetNumberOfPlotSeriesNodes())) == ["AIF", "VOF"]
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLPlotSeriesNode") == 2
+    # after a run with the automatic VOF, its chart says so too
+    outputs = logic.run(dataclasses.replace(auto_vof, output_prefix="auto"))
+    assert sorted(outputs.curves_chart.GetNthPlotSeriesNode(i).GetYColumnName()
+                  for i in range(outputs.curves_chart.GetNumberOfPlotSeriesNodes())) \
+        == ["AIF", "AIF before VOF rescaling", "VOF (automatic)"]
+
+
+def _pipeline_peaks(phantom, points, reference, aif_mask, vof_mask):
+    """Peak ΔR2* of each point's voxel as the run computes it for its AIF/VOF curves."""
+    from neurocontrast.perfusion.pipeline import tissue_delta_r2star, vascular_curves
+
+    baseline = vascular_curves(phantom.signal, phantom.tr_s, phantom.te_s, aif_mask, vof_mask).baseline
+    out = []
+    for z, y, x in mrml.ras_to_zyx(reference, [points.GetNthControlPointPositionWorld(i)
+                                               for i in range(points.GetNumberOfControlPoints())]):
+        voxel = np.zeros(phantom.geometry.shape, bool)
+        voxel[z, y, x] = True
+        out.append(float(tissue_delta_r2star(phantom.signal, phantom.te_s, baseline, voxel,
+                                             phantom.geometry.spacing, 0.0).max()))
+    return out
+
+
+@pytest.mark.parametrize("brain", ["segment", "automatic"])
+def test_suggest_aif_places_the_automatic_aif_of_a_run(mrml_scene, loaded, phantom, brain):
+    """Suggest AIF shows exactly the voxels a run with the automatic AIF uses (pipeline.automatic_aif and
+    run_perfusion(aif="auto")), with the selected brain mask and with the run's automatic one (where a
+    whole-grid suggestion of its own found other voxels), ordered by the run's ΔR2* peak."""
+    import dataclasses
+
+    from neurocontrast.perfusion.pipeline import automatic_aif, run_perfusion
+
+    nodes, params = loaded
+    brain_mask = phantom.brain_mask
+    if brain == "automatic":
+        params = dataclasses.replace(params, brain_node_id="", brain_segment="")
+        brain_mask = None
+    points = PerfusionNetLogic(mrml_scene).suggest_aif(params)
     reference = mrml.first_frame_node(nodes["sequence"])
-    delta = signal_mod.delta_r2star(phantom.signal, phantom.te_s)
-    expected = aif_mod.suggest_aif(delta, phantom.tr_s, brain_mask=phantom.brain_mask, n_voxels=6)
+    expected = automatic_aif(_dsc(phantom), brain_mask)
+    run = run_perfusion(_dsc(phantom), None, None, brain_mask, aif="auto")
+    np.testing.assert_array_equal(run.aif_mask, expected)
     count = points.GetNumberOfControlPoints()
-    assert 1 <= count <= 6 and count == int(expected.sum())  # fewer when the final cluster is smaller
+    assert count == int(expected.sum()) == run.report["parameters"]["aif_voxels"] >= 1
     assert [points.GetNthControlPointLabel(i) for i in range(count)] == [f"AIF-{i}" for i in range(1, count + 1)]
-    np.testing.assert_array_equal(mrml.mask_from_markups(points, reference), expected)
-    # ordered by peak height, and a second suggestion replaces the first
-    peaks = [delta[(slice(None), *idx)].max() for idx in mrml.ras_to_zyx(reference, [
-        points.GetNthControlPointPositionWorld(i) for i in range(count)])]
+    np.testing.assert_array_equal(mrml.mask_from_markups(points, reference), run.aif_mask)
+    zyx = mrml.ras_to_zyx(reference, [points.GetNthControlPointPositionWorld(i) for i in range(count)])
+    assert sorted(map(list, zyx)) == sorted(run.report["aif_points_zyx"])  # what the run's report lists
+    # without TE there is no ΔR2*: refused, also for an AIF-free method (whose run checks no TE)
+    from neurocontrast.perfusion.parameters import PerfusionOptions
+
+    no_te = DSCSeries(signal=phantom.signal, geometry=phantom.geometry, tr_s=phantom.tr_s, te_s=None, path=None)
+    with pytest.raises(NeuroContrastError, match="TE is unknown"):
+        automatic_aif(no_te, brain_mask, options=PerfusionOptions(method="tmaxnet"))
+    with pytest.raises(NeuroContrastError, match="TE must be"):
+        automatic_aif(no_te, brain_mask)
+    # ordered by peak height of the run's ΔR2*, and a second suggestion replaces the first
+    peaks = _pipeline_peaks(phantom, points, reference, run.aif_mask, None)
     assert peaks == sorted(peaks, reverse=True)
+    # the suggested points used as a drawn AIF give the automatic run's maps
+    drawn = dataclasses.replace(params, aif_node_id=points.GetID(), aif_segment="", vof_node_id="",
+                                vof_segment="", output_prefix="drawn")
+    tmax = slicer.util.arrayFromVolume(PerfusionNetLogic(mrml_scene).run(drawn).map_nodes["tmax"])
+    np.testing.assert_array_equal(tmax, run.maps["tmax"])
     old_display = points.GetDisplayNode()
     assert old_display is not None and old_display.IsA("vtkMRMLMarkupsDisplayNode")  # the markups logic adds it
     displays = mrml_scene.GetNumberOfNodesByClass("vtkMRMLMarkupsDisplayNode")
-    PerfusionNetLogic(mrml_scene).suggest_aif(params, n_voxels=3)
+    PerfusionNetLogic(mrml_scene).suggest_aif(params)
     assert mrml_scene.GetNodesByName("AIF candidates").GetNumberOfItems() == 1
     # the replaced point list took its display node along (no orphan vtkMRMLMarkupsDisplayNode)
     assert not mrml_scene.IsNodePresent(old_display)
@@ -477,7 +608,6 @@ def test_new_panel_fields_round_trip_and_reach_the_core_options(mrml_scene):
 
 
 def test_automatic_vof_run_and_suggestion_equal_the_core(mrml_scene, loaded, phantom):
-    from neurocontrast.perfusion import signal as signal_mod
     from neurocontrast.perfusion.pipeline import automatic_vof, run_perfusion
 
     nodes, params = loaded
@@ -498,9 +628,7 @@ def test_automatic_vof_run_and_suggestion_equal_the_core(mrml_scene, loaded, pha
                                   direct.vof_mask)
     count = points.GetNumberOfControlPoints()
     assert [points.GetNthControlPointLabel(i) for i in range(count)] == [f"VOF-{i}" for i in range(1, count + 1)]
-    delta = signal_mod.delta_r2star(phantom.signal, phantom.te_s)
-    peaks = [delta[(slice(None), *idx)].max() for idx in mrml.ras_to_zyx(reference, [
-        points.GetNthControlPointPositionWorld(i) for i in range(count)])]
+    peaks = _pipeline_peaks(phantom, points, reference, phantom.aif_mask, direct.vof_mask)  # the run's ΔR2*
     assert peaks == sorted(peaks, reverse=True)
     points = logic.suggest_vof(params)
     assert mrml_scene.GetNodesByName("VOF candidates").GetNumberOfItems() == 1

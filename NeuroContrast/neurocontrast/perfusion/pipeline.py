@@ -619,6 +619,45 @@ def run_perfusion(dsc, aif_mask=None, vof_mask=None, brain_mask=None, *, options
                            baseline_signal=s0, core=core, core_geometry=None if core is None else diffusion.geometry)
 
 
+def automatic_aif(dsc, brain_mask=None, *, options: Optional[PerfusionOptions] = None,
+                  progress: Optional[ProgressCallback] = None) -> np.ndarray:
+    """The AIF that :func:`run_perfusion` finds with ``options.aif == "auto"``, for the same inputs, without
+    computing the maps (steps 1-3: inputs, baseline and brain, then the automatic AIF,
+    :func:`~neurocontrast.perfusion.aif.suggest_aif` after Mouridsen et al. 2006 on the unsmoothed ΔR2* of
+    the brain, and the run's check that it lies in the head).
+
+    Parameters
+    ----------
+    dsc : :class:`neurocontrast.dsc_io.DSCSeries` (signal (T, Z, Y, X), tr_s s, te_s s).
+    brain_mask : (Z, Y, X) bool/int on the DSC grid, or None for the run's automatic brain mask
+        (:func:`automatic_brain_mask`).
+    options : :class:`~neurocontrast.perfusion.parameters.PerfusionOptions`; ``aif`` is taken as ``"auto"``.
+        A method that needs no AIF (``tmaxnet``) uses none in a run; the voxels returned are still those the
+        automatic AIF selects.
+    progress : callback(fraction, message).
+
+    Returns
+    -------
+    (Z, Y, X) bool, the AIF voxels.
+
+    Raises
+    ------
+    NeuroContrastError : as :func:`run_perfusion` does (frame interval, constant frames, mask shape, an empty
+        brain mask, no bolus); TE unknown (ΔR2* needs it); no arterial voxel found (draw the AIF by hand); the
+        AIF found outside the head.
+    """
+    options = dataclasses.replace(options or PerfusionOptions(), aif="auto")
+    inputs = check_inputs(dsc, None, None, brain_mask, None, options)
+    if inputs.te_s is None:
+        raise NeuroContrastError("TE is unknown for this series: the automatic AIF needs ΔR2* (enter TE)")
+    baseline, brain, _ = baseline_and_brain(inputs.signal, inputs.tr_s, inputs.brain_mask)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
+    mask = _automatic_aif(inputs, baseline, brain, progress)
+    _check_vessel_masks(inputs.signal, baseline, brain, mask, None)
+    return mask
+
+
 def automatic_vof(dsc, aif_mask=None, brain_mask=None, *, options: Optional[PerfusionOptions] = None,
                   progress: Optional[ProgressCallback] = None) -> np.ndarray:
     """The VOF that :func:`run_perfusion` finds with ``options.vof == "auto"``, for the same inputs, without
