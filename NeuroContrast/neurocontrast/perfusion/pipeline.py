@@ -647,12 +647,7 @@ def automatic_aif(dsc, brain_mask=None, *, options: Optional[PerfusionOptions] =
         AIF found outside the head.
     """
     options = dataclasses.replace(options or PerfusionOptions(), aif="auto")
-    inputs = check_inputs(dsc, None, None, brain_mask, None, options)
-    if inputs.te_s is None:
-        raise NeuroContrastError("TE is unknown for this series: the automatic AIF needs ΔR2* (enter TE)")
-    baseline, brain, _ = baseline_and_brain(inputs.signal, inputs.tr_s, inputs.brain_mask)
-    if not brain.any():
-        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
+    inputs, baseline, brain = _vessel_search_inputs(dsc, None, brain_mask, options, "AIF")
     mask = _automatic_aif(inputs, baseline, brain, progress)
     _check_vessel_masks(inputs.signal, baseline, brain, mask, None)
     return mask
@@ -671,16 +666,23 @@ def automatic_vof(dsc, aif_mask=None, brain_mask=None, *, options: Optional[Perf
     options = dataclasses.replace(options or PerfusionOptions(), vof="auto")
     # without an AIF the VOF is still found (the mean curve of the search region is the arterial reference)
     checked = options if aif_mask is not None else dataclasses.replace(options, aif="auto")
-    inputs = check_inputs(dsc, aif_mask, None, brain_mask, None, checked)
-    if inputs.te_s is None:
-        raise NeuroContrastError("TE is unknown for this series: the automatic VOF needs ΔR2* (enter TE)")
-    baseline, brain, _ = baseline_and_brain(inputs.signal, inputs.tr_s, inputs.brain_mask)
-    if not brain.any():
-        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
+    inputs, baseline, brain = _vessel_search_inputs(dsc, aif_mask, brain_mask, checked, "VOF")
     aif = inputs.aif_mask
     if options.aif == "auto" and MAP_METHODS[options.method].needs_aif:
         aif = _automatic_aif(inputs, baseline, brain, progress)
     return _automatic_vof(inputs, baseline, brain, dsc.geometry, aif, progress)
+
+
+def _vessel_search_inputs(dsc, aif_mask, brain_mask, options: PerfusionOptions, what: str):
+    """Steps 1-2 of a run for the automatic AIF/VOF: ``(inputs, baseline, brain)``. Raises NeuroContrastError as
+    :func:`run_perfusion` does, when TE is unknown (ΔR2* needs it) and when the brain mask is empty."""
+    inputs = check_inputs(dsc, aif_mask, None, brain_mask, None, options)
+    if inputs.te_s is None:
+        raise NeuroContrastError(f"TE is unknown for this series: the automatic {what} needs ΔR2* (enter TE)")
+    baseline, brain, _ = baseline_and_brain(inputs.signal, inputs.tr_s, inputs.brain_mask)
+    if not brain.any():
+        raise NeuroContrastError("the brain mask is empty: it selects no voxel")
+    return inputs, baseline, brain
 
 
 def _automatic_vof(inputs: _Inputs, baseline, brain: np.ndarray, geometry, aif_mask, progress) -> np.ndarray:
