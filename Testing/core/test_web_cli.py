@@ -63,3 +63,15 @@ def test_starting_an_app_without_the_extra_says_how_to_install(tmp_path):
         pytest.skip("the [web] extra is installed here; Testing/web covers the apps")
     done = _cli("web", "perfusion", str(tmp_path / "dsc.nii.gz"))
     assert done.returncode == 2 and "[web] extra" in done.stderr and "pip install" in done.stderr
+
+
+def test_the_pure_core_never_imports_slicer_qt_or_vtk():
+    """The trame apps that drive the module logics live beside the core (``neurocontrast_web``), not in it."""
+    import re
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[2] / "NeuroContrast" / "neurocontrast"
+    pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|ctk|vtk|vtkmodules)\b", re.M)
+    offenders = [str(p.relative_to(core)) for p in core.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+    assert (core.parent / "neurocontrast_web" / "scene.py").is_file()

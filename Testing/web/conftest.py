@@ -76,7 +76,7 @@ def web_slicer_app():
     from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition, ViewProps, ViewType
     from trame_slicer.views.render_scheduler import NoScheduleRendering
 
-    from neurocontrast.web.scene import make_slicer_app
+    from neurocontrast_web.scene import make_slicer_app
 
     previous = getattr(slicer, "mrmlScene", None)
     app, logics = make_slicer_app()

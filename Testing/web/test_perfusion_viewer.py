@@ -36,7 +36,7 @@ def _click_voxels(viewer, app, events, mask, n=3):
 
 
 def test_clicked_aif_vof_give_curves_and_compute_gives_maps(web_slicer_app, phantom_files, view_events, tmp_path):
-    from neurocontrast.web.perfusion import PerfusionViewer
+    from neurocontrast_web.perfusion import PerfusionViewer
 
     phantom, paths = phantom_files
     viewer = PerfusionViewer(paths["dsc"], web_slicer_app, brain_mask=paths["brain_mask"])
@@ -73,7 +73,7 @@ def test_clicked_aif_vof_give_curves_and_compute_gives_maps(web_slicer_app, phan
 def test_painted_aif_and_the_automatic_suggestion(web_slicer_app, phantom_files, view_events):
     from NeuroContrastLib import mrml
 
-    from neurocontrast.web.perfusion import PerfusionViewer
+    from neurocontrast_web.perfusion import PerfusionViewer
 
     phantom, paths = phantom_files
     viewer = PerfusionViewer(paths["dsc"], web_slicer_app)
@@ -105,7 +105,7 @@ def test_the_automatic_vof_suggestion_lands_in_the_sinus(web_slicer_app, phantom
     superior sagittal sinus and the curve peaks after the AIF's."""
     from NeuroContrastLib import mrml
 
-    from neurocontrast.web.perfusion import PerfusionViewer
+    from neurocontrast_web.perfusion import PerfusionViewer
 
     phantom, paths = phantom_files
     viewer = PerfusionViewer(paths["dsc"], web_slicer_app)

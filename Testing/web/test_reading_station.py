@@ -17,7 +17,7 @@ class Clock:
 
 
 def _station(folder, app, clock, reader="R1"):
-    from neurocontrast.web.reading import ReadingStation
+    from neurocontrast_web.reading import ReadingStation
 
     return ReadingStation(folder, reader, app, clock=clock)
 

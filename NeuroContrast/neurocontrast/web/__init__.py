@@ -1,14 +1,11 @@
-"""Browser apps on trame-slicer: the reader study reading station and the perfusion viewer (extra ``[web]``).
+"""Browser apps on trame-slicer, the core's side (extra ``[web]``): the command line and the access policy.
 
-- :mod:`~neurocontrast.web.access`: bind address policy and the per-reader access token (no trame needed);
-- :mod:`~neurocontrast.web.scene`: a trame-slicer ``SlicerApp`` prepared for the module logics;
-- :mod:`~neurocontrast.web.reading` / :mod:`~neurocontrast.web.reading_app`: the reading station (the
-  ``ReaderStudyLogic`` of the Slicer module over the same ``ReaderSession`` storage) and its page;
-- :mod:`~neurocontrast.web.perfusion` / :mod:`~neurocontrast.web.perfusion_app`: the perfusion viewer
-  (``PerfusionNetLogic``) and its page.
+- :mod:`~neurocontrast.web.commands`: ``neurocontrast web reader|perfusion`` (parsers need only the standard
+  library, so ``neurocontrast web --help`` works without the extra);
+- :mod:`~neurocontrast.web.access`: bind address policy and the per-reader access token (no trame needed).
 
-This package is the one place of the core that imports slicer/vtk/trame, and only when an app starts;
-``neurocontrast web --help`` works without the extra.
+The apps themselves drive the Slicer module logics and import ``slicer``, so they live beside the pure core in
+the package :mod:`neurocontrast_web` (scene, reading station, perfusion viewer), imported when an app starts.
 """
 
 from __future__ import annotations

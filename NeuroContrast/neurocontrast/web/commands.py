@@ -64,7 +64,7 @@ def _reader(args: argparse.Namespace) -> int:
 
     require_web()
     from neurocontrast.readerstudy.design import StudyDesign
-    from neurocontrast.web.reading_app import serve_reader
+    from neurocontrast_web.reading_app import serve_reader
 
     design = StudyDesign.load(args.study)  # clear errors before the server starts
     if args.reader not in design.readers:
@@ -80,7 +80,7 @@ def _perfusion(args: argparse.Namespace) -> int:
     from neurocontrast.web import require_web
 
     require_web()
-    from neurocontrast.web.perfusion_app import serve_perfusion
+    from neurocontrast_web.perfusion_app import serve_perfusion
 
     policy = _policy(args, lambda: secrets.token_urlsafe(24))
     print(f"perfusion viewer: {policy.url()}", flush=True)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.web.scene import DeferredWork
+from neurocontrast_web.scene import DeferredWork
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class PerfusionViewer(DeferredWork):
         if not 0 <= int(index) < self.n_frames:
             raise NeuroContrastError(f"frame must lie in 0..{self.n_frames - 1}, got {index}")
         self.browser.SetSelectedItemNumber(int(index))
-        from neurocontrast.web.scene import link_slice_views
+        from neurocontrast_web.scene import link_slice_views
 
         for view in self.slice_views():
             view.set_background_volume_id(self.frame_node.GetID())

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from neurocontrast.errors import NeuroContrastError
-from neurocontrast.web.scene import DeferredWork
+from neurocontrast_web.scene import DeferredWork
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class ReadingStation(DeferredWork):
         if name not in nodes:
             raise NeuroContrastError(f"no image {name!r} in this read")
         self.image = name
-        from neurocontrast.web.scene import link_slice_views
+        from neurocontrast_web.scene import link_slice_views
 
         for view in self.slice_views():
             view.set_background_volume_id(nodes[name].GetID())

@@ -1,4 +1,4 @@
-"""The perfusion viewer page (trame + Vuetify 3) around :class:`~neurocontrast.web.perfusion.PerfusionViewer`.
+"""The perfusion viewer page (trame + Vuetify 3) around :class:`~neurocontrast_web.perfusion.PerfusionViewer`.
 
 Left: AIF and VOF (click points, paint, clear, automatic suggestion), the live curves and their quality
 figures. Centre: axial, coronal and sagittal views of the DSC frame or a map. Right: method, compute, the map
@@ -23,9 +23,9 @@ class PerfusionApp:
         from trame_slicer.core import LayoutManager
         from trame_slicer.rca_view import register_rca_factories
 
-        from neurocontrast.web.perfusion import PerfusionViewer
-        from neurocontrast.web.reading_app import reading_layout
-        from neurocontrast.web.scene import make_slicer_app
+        from neurocontrast_web.perfusion import PerfusionViewer
+        from neurocontrast_web.reading_app import reading_layout
+        from neurocontrast_web.scene import make_slicer_app
 
         self.server = server or get_server(None, client_type="vue3")
         self.state = self.server.state

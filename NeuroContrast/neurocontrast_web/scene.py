@@ -26,7 +26,7 @@ def add_module_paths() -> None:
     """
     from neurocontrast.errors import NeuroContrastError
 
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[2]
     missing = [name for name in MODULE_FOLDERS if not (repo / name / f"{name}Lib").is_dir()]
     if missing:
         raise NeuroContrastError(f"the web apps use the Slicer module logics ({', '.join(missing)}Lib), found "

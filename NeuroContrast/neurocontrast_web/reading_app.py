@@ -1,4 +1,4 @@
-"""The reading station page (trame + Vuetify 3) around :class:`~neurocontrast.web.reading.ReadingStation`.
+"""The reading station page (trame + Vuetify 3) around :class:`~neurocontrast_web.reading.ReadingStation`.
 
 Left: the worklist (opaque labels, phase, status). Centre: axial view with coronal and sagittal views
 beside it (trame-slicer remote views: mouse wheel scrolls, right-drag zooms, the gutter slider scrolls).
@@ -44,8 +44,8 @@ class ReadingApp:
         from trame_slicer.core import LayoutManager
         from trame_slicer.rca_view import register_rca_factories
 
-        from neurocontrast.web.reading import ReadingStation
-        from neurocontrast.web.scene import make_slicer_app
+        from neurocontrast_web.reading import ReadingStation
+        from neurocontrast_web.scene import make_slicer_app
 
         self.server = server or get_server(None, client_type="vue3")
         self.state = self.server.state
@@ -114,7 +114,7 @@ class ReadingApp:
             await asyncio.sleep(1.0)
             try:
                 self.station.tick()
-                from neurocontrast.web.reading import format_clock
+                from neurocontrast_web.reading import format_clock
 
                 with self.state:
                     self.state.active_clock = format_clock(self.station.session.active_seconds)
