@@ -50,10 +50,15 @@ def test_identity_network_round_trip_through_the_virtual_pipeline(tmp_path, shar
     # the mean brain intensity itself comes back within 0.5 % (measured 0.06 %), the median within 2 %
     assert abs(back[brain].mean() / orig[brain].mean() - 1) < 0.005
     assert abs(np.median(back[brain]) / np.median(orig[brain]) - 1) < 0.02
-    # bright voxels are never capped: the in-brain 99.9th percentile and maximum come back (no clipping, no
+    # bright voxels are never capped: the in-brain 99.9th percentile comes back (no clipping, no
     # sigmoid; only the B-spline smoothing of two resamplings lowers single-voxel peaks a little)
     assert np.percentile(back[brain], 99.9) > 0.97 * np.percentile(orig[brain], 99.9)
-    assert back[brain].max() > 0.9 * orig[brain].max()
+    # The single brightest voxel is no stable statistic: ITK's threaded registration differs a little between
+    # runs, and its ratio to the original came back 0.90-0.998 in seven runs (a CI run failed at 0.89993 against 0.9). Stable and
+    # as sharp against a cap: the top 35 voxels (99.99th percentile, measured 0.980-0.996) come back, and the
+    # maximum stays far above the original 99.9th percentile (measured 1.69-1.74; any cap at or below it gives <= 1)
+    assert np.percentile(back[brain], 99.99) > 0.95 * np.percentile(orig[brain], 99.99)
+    assert back[brain].max() > 1.3 * np.percentile(orig[brain], 99.9)
     # the two T1-weighted images of one patient pass the same-patient check
     assert result.info["same_patient_r"]["t1c"] > 0.30
     assert result.info["passes"] == 1 and result.info["models"] == ["ident-fold0"]
